@@ -1,0 +1,82 @@
+"""The optional visible label ("AI生成 / AI-generated") burnt into a frame corner.
+
+Drawn once into a small RGBA patch with Pillow, then alpha-blended into each frame.
+CJK text needs a CJK font on the system (Noto CJK, WenQuanYi, Droid Sans Fallback);
+without one, a label with CJK characters is refused with an install hint rather than
+drawn as empty boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import InvalidInput
+
+_CJK_FONTS = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
+    "/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf",
+    "/usr/share/fonts/truetype/arphic/uming.ttc",
+    "/System/Library/Fonts/PingFang.ttc",
+    "C:/Windows/Fonts/msyh.ttc",
+)
+
+
+def _needs_cjk(text: str) -> bool:
+    return any(ord(ch) > 0x2E7F for ch in text)
+
+
+def _font(text: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    if _needs_cjk(text):
+        for path in _CJK_FONTS:
+            if Path(path).is_file():
+                return ImageFont.truetype(path, size)
+        raise InvalidInput(
+            "the label contains CJK characters but no CJK font is installed",
+            hint="Install one (Debian: apt-get install fonts-wqy-microhei) or use a Latin label.")
+    return ImageFont.load_default(size=size)
+
+
+@dataclass(frozen=True)
+class LabelOverlay:
+    """A pre-rendered label patch and where it goes."""
+
+    x: int
+    y: int
+    rgb: np.ndarray  # (h, w, 3) float32
+    alpha: np.ndarray  # (h, w, 1) float32
+
+    def apply(self, frame: np.ndarray) -> None:
+        """Blend the label into ``frame`` in place."""
+        h, w = self.alpha.shape[:2]
+        region = frame[self.y:self.y + h, self.x:self.x + w].astype(np.float32)
+        region += self.alpha * (self.rgb - region)
+        frame[self.y:self.y + h, self.x:self.x + w] = (region + 0.5).astype(np.uint8)
+
+
+def make_label(text: str, width: int, height: int) -> LabelOverlay:
+    """A label in the bottom-right corner, sized to the frame (white on a dark pill)."""
+    size = max(12, int(min(width, height) * 0.035))
+    font = _font(text, size)
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    x0, y0, x1, y1 = probe.textbbox((0, 0), text, font=font)
+    pad = max(4, size // 3)
+    w = min(width, x1 - x0 + 2 * pad)
+    h = min(height, y1 - y0 + 2 * pad)
+    box = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(box).rounded_rectangle((0, 0, w - 1, h - 1), radius=pad, fill=150)
+    ink = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(ink).text((pad - x0, pad - y0), text, font=font, fill=255)
+    box_a = np.asarray(box, np.float32)[..., None] / 255.0
+    ink_a = np.asarray(ink, np.float32)[..., None] / 255.0
+    alpha = box_a + ink_a * (1.0 - box_a)
+    rgb = np.broadcast_to((255.0 * ink_a) / np.maximum(alpha, 1e-6), (h, w, 3)).astype(np.float32)
+    margin = max(4, int(min(width, height) * 0.02))
+    return LabelOverlay(x=max(0, width - w - margin), y=max(0, height - h - margin),
+                        rgb=np.ascontiguousarray(rgb), alpha=np.ascontiguousarray(alpha))

@@ -1,0 +1,204 @@
+"""generate(): portrait + speech -> MP4, as numbered stages.
+
+Frames are streamed to the encoder one by one (memory does not grow with the audio's
+length), progress is reported through a callback and a cancel flag is checked before
+every frame, so a service can stop a render within a frame's time.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import iter_soundtrack, load_audio
+from .errors import Cancelled, FacetalkError, RenderError
+from .face import analyze_face
+from .features import analyze
+from .framing import plan_framing
+from .image import Source, load_portrait
+from .label import make_label
+from .motion import plan_motion
+from .options import GenerationOptions
+from .render import make_renderer
+from .rig import build_rig
+from .settings import Limits
+from .video import Mp4Writer, ai_metadata, new_render_id
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a render is: stage name, overall fraction 0..1, frames, ETA."""
+
+    stage: str
+    fraction: float
+    frames_done: int = 0
+    frames_total: int = 0
+    eta_s: float | None = None
+
+
+@dataclass
+class GenerationResult:
+    """What a render produced and how long each stage took."""
+
+    path: Path
+    duration: float  # seconds of video
+    frames: int
+    width: int
+    height: int
+    fps: int
+    audio_duration: float
+    timings: dict[str, float]
+    warnings: list[str]
+    sync_offset_ms: float  # lip-sync correction applied (positive = mouth later)
+    render_id: str
+    options: GenerationOptions
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wall_s(self) -> float:
+        """Total wall time of the render in seconds."""
+        return sum(self.timings.values())
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        fps = self.frames / max(self.wall_s, 1e-9)
+        return (f"{self.path}: {self.duration:.2f} s, {self.frames} frames, "
+                f"{self.width}x{self.height}, rendered in {self.wall_s:.1f} s ({fps:.0f} frames/s)")
+
+
+CancelFlag = threading.Event | Callable[[], bool] | None
+ProgressCallback = Callable[[Progress], None] | None
+
+
+def _cancelled(flag: CancelFlag) -> bool:
+    if flag is None:
+        return False
+    if isinstance(flag, threading.Event):
+        return flag.is_set()
+    return bool(flag())
+
+
+def generate(portrait: Source, audio: Source, options: GenerationOptions | None = None,
+             on_progress: ProgressCallback = None, *, output: str | os.PathLike[str] | None = None,
+             limits: Limits | None = None, cancel: CancelFlag = None) -> GenerationResult:
+    """Render ``portrait`` speaking ``audio`` into an MP4 and describe the result.
+
+    ``portrait`` and ``audio`` are paths or bytes. ``output`` defaults to a new file in
+    the temp directory. Raises a :class:`~facetalk.errors.FacetalkError` subclass for
+    bad input or cancellation; no partial file is left behind on any failure.
+    """
+    options = options or GenerationOptions()
+    limits = limits or Limits.from_env()
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    render_id = new_render_id()
+    out_path = Path(output) if output is not None else Path(
+        tempfile.gettempdir()) / f"facetalk-{render_id}.mp4"
+
+    def report(stage: str, fraction: float, done: int = 0, total: int = 0,
+               eta: float | None = None) -> None:
+        if on_progress is not None:
+            on_progress(Progress(stage, min(max(fraction, 0.0), 1.0), done, total, eta))
+
+    def check_cancel() -> None:
+        if _cancelled(cancel):
+            raise Cancelled("the render was cancelled")
+
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    # 1. decode inputs (cheap checks first: limits, formats)
+    report("loading", 0.0)
+    sound = load_audio(audio, limits)
+    image = load_portrait(portrait, limits)
+    lap("decode")
+    check_cancel()
+
+    # 2. analyze the face (once per portrait)
+    report("face", 0.02)
+    face = analyze_face(image)
+    warnings += face.warnings
+    rig = build_rig(face.landmarks)
+    if rig.source_gap > 0.3:
+        warnings.append("the portrait's mouth is wide open; closing it stretches the lips")
+    lap("face")
+    check_cancel()
+
+    # 3. audio features
+    report("audio", 0.05)
+    feats = analyze(sound.samples, sound.sample_rate)
+    if not feats.vad.any():
+        warnings.append("no speech was detected in the audio; the mouth stays closed")
+    lap("features")
+
+    # 4. plan the motion for every frame
+    duration = options.duration if options.duration is not None else sound.duration
+    n_frames = max(1, int(round(duration * options.fps)))
+    video_s = n_frames / options.fps
+    if video_s < sound.duration - 0.5 / options.fps:
+        warnings.append(f"duration {video_s:.2f} s is shorter than the audio "
+                        f"({sound.duration:.2f} s); audio and video were both cut")
+    plan = plan_motion(feats, n_frames, options)
+    lap("motion")
+    check_cancel()
+
+    # 5. prepare the renderer (framing, working image, still frame)
+    framing = plan_framing(face, options)
+    renderer = make_renderer(face, rig, framing, options.quality_tier == "quality")
+    label = make_label(options.label, framing.out_w, framing.out_h) if options.label else None
+    lap("setup")
+
+    # 6. render and encode, frame by frame
+    writer = Mp4Writer(
+        out_path, framing.out_w, framing.out_h, options.fps,
+        iter_soundtrack(audio, sound, limits, video_s), sound.output_rate,
+        sound.output_layout, ai_metadata(render_id))
+    render_s = 0.0
+    try:
+        buf = np.empty_like(renderer.still)
+        start = time.perf_counter()
+        for i in range(n_frames):
+            check_cancel()
+            t0 = time.perf_counter()
+            frame = renderer.frame(plan.controls[i], plan.pose[i], out=buf)
+            if label is not None:
+                label.apply(frame)
+            t1 = time.perf_counter()
+            writer.write(frame)
+            t2 = time.perf_counter()
+            render_s += t1 - t0
+            if on_progress is not None and (i % 5 == 0 or i == n_frames - 1):
+                done = i + 1
+                elapsed = t2 - start
+                eta = elapsed / done * (n_frames - done)
+                report("rendering", 0.06 + 0.93 * done / n_frames, done, n_frames, eta)
+        writer.finish()
+    except FacetalkError:
+        writer.abort()
+        raise
+    except BaseException as exc:
+        writer.abort()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
+            raise
+        raise RenderError(f"rendering failed: {type(exc).__name__}: {exc}") from exc
+    lap("encode")
+    timings["render"] = render_s
+    timings["encode"] -= render_s  # the loop's time not spent rendering went to the encoder
+    report("done", 1.0, n_frames, n_frames, 0.0)
+    return GenerationResult(
+        path=out_path, duration=video_s, frames=n_frames, width=framing.out_w,
+        height=framing.out_h, fps=options.fps, audio_duration=sound.duration,
+        timings=timings, warnings=warnings, sync_offset_ms=plan.offset_ms,
+        render_id=render_id, options=options)
