@@ -1,0 +1,125 @@
+"""Renderer and rig: stillness, bit-identical background, determinism, framing sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetalk import GenerationOptions, generate
+from facetalk.evaluate import decode_frames, track_frames
+from facetalk.face import FaceModel, analyze_face
+from facetalk.framing import plan_framing
+from facetalk.landmarks import face_triangles
+from facetalk.render import make_renderer
+from facetalk.rig import CONTROLS, EYE_L, EYE_R, MOUTH, build_rig
+
+
+@pytest.fixture(scope="module")
+def face(astronaut: np.ndarray) -> FaceModel:
+    return analyze_face(astronaut)
+
+
+def controls(**values: float) -> np.ndarray:
+    v = np.zeros(len(CONTROLS))
+    for name, x in values.items():
+        v[CONTROLS.index(name)] = x
+    return v
+
+
+def test_face_mesh_topology(face: FaceModel) -> None:
+    tris = face_triangles()
+    assert tris.shape == (852, 3)  # 468 vertices, holes at the mouth and both eyes
+    rig = build_rig(face.landmarks)
+    kinds = set(rig.kinds.tolist())
+    assert {MOUTH, EYE_R, EYE_L} <= kinds
+    assert rig.source_gap > 0.05  # the astronaut smiles with her teeth showing
+
+
+@pytest.mark.parametrize("quality", [True, False])
+def test_zero_controls_reproduce_the_still_frame(face: FaceModel, quality: bool) -> None:
+    rig = build_rig(face.landmarks)
+    r = make_renderer(face, rig, plan_framing(face, GenerationOptions()), quality=quality)
+    frame = r.frame(np.zeros(len(CONTROLS)), np.zeros(5))
+    diff = np.abs(frame.astype(int) - r.still.astype(int)).max(axis=2)
+    # Only the antialiased rim of the portrait's own mouth opening may differ, by a few
+    # levels on a handful of pixels: nothing a viewer can see.
+    assert diff.max() <= 6 and (diff > 3).sum() <= 50 and diff.mean() < 0.05
+
+
+def test_full_framing_keeps_pixels_outside_the_face_bit_identical(face: FaceModel) -> None:
+    opts = GenerationOptions(framing="full", min_resolution=512, motion_scale=0)
+    framing = plan_framing(face, opts)
+    assert (framing.out_w, framing.out_h) == (512, 512)
+    r = make_renderer(face, build_rig(face.landmarks), framing, quality=True)
+    assert np.array_equal(r.still, face.image)  # 1:1 framing is the portrait itself
+    frame = r.frame(controls(jaw=0.9, lip_down=0.5, blink_r=1, blink_l=1), np.zeros(5))
+    x0, y0, x1, y1 = r.roi
+    outside = np.ones(frame.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert outside.mean() > 0.5  # the moving region is the face, not the picture
+    assert np.array_equal(frame[outside], face.image[outside])
+    assert not np.array_equal(frame[y0:y1, x0:x1], face.image[y0:y1, x0:x1])
+
+
+def test_framings_have_the_promised_shapes(face: FaceModel) -> None:
+    crop = plan_framing(face, GenerationOptions(min_resolution=768))
+    assert (crop.out_w, crop.out_h) == (768, 768)
+    vert = plan_framing(face, GenerationOptions(framing="vertical", min_resolution=512))
+    assert (vert.out_w, vert.out_h) == (512, 910)
+    odd = plan_framing(face, GenerationOptions(min_resolution=513))
+    assert odd.out_w % 2 == 0 and odd.out_h % 2 == 0
+    # The face centre sits on the upper third line of a vertical frame (if the picture
+    # leaves room above it).
+    x0, y0, x1, y1 = face.box
+    cy = vert.to_output(np.array([(x0 + x1) / 2, (y0 + y1) / 2]))[1]
+    assert cy < vert.out_h * 0.5
+
+
+def test_controls_move_what_they_should(face: FaceModel) -> None:
+    rig = build_rig(face.landmarks)
+    base = rig.deform(np.zeros(len(CONTROLS)))
+    jaw = rig.deform(controls(jaw=1.0))
+    iod = rig.frame.iod
+    # The lower lip drops, the upper lip and the eyes stay.
+    assert (jaw[14] - base[14]) @ rig.frame.ey > 0.15 * iod
+    assert abs((jaw[13] - base[13]) @ rig.frame.ey) < 0.01 * iod
+    assert np.abs(jaw[[33, 133, 263, 362]] - base[[33, 133, 263, 362]]).max() < 1e-6
+    # Closing brings the portrait's inner lips together.
+    closed = rig.deform(controls(close=1.0))
+    assert abs((closed[14] - closed[13]) @ rig.frame.ey) < 0.01 * iod
+    # A blink brings the lid margins together without moving the brows.
+    blink = rig.deform(controls(blink_r=1.0))
+    assert abs((blink[145] - blink[159]) @ rig.frame.ey) < 0.25 * abs((base[145] - base[159]) @ rig.frame.ey)
+    assert np.abs(blink[[70, 105]] - base[[70, 105]]).max() < 1e-6
+    # The outermost anchor ring never moves (no seam at the edge of the moving region).
+    posed = rig.deform(controls(jaw=1, brow=1), np.array([0.1, 0.1, 0.1, 0.05, 0.05]))
+    assert np.abs(posed[rig.outer_ring] - base[rig.outer_ring]).max() < 1e-9
+
+
+def test_rendered_mouth_and_eyes_read_as_such_when_re_tracked(face: FaceModel) -> None:
+    rig = build_rig(face.landmarks)
+    r = make_renderer(face, rig, plan_framing(face, GenerationOptions()), quality=True)
+    frames = [r.frame(controls(close=1.0), np.zeros(5)),
+              r.frame(controls(jaw=0.9, lip_down=0.4), np.zeros(5)),
+              r.frame(controls(close=1.0, blink_r=1.0, blink_l=1.0), np.zeros(5))]
+    track = track_frames(frames, 25)
+    assert track.found.all()
+    closed, opened, _ = track.gap
+    assert closed < 0.05 and opened > 0.2
+    assert track.eye_open[2] < 0.45 * track.eye_open[0]
+
+
+def test_same_seed_same_frames_and_different_seed_different_motion(
+        astronaut_path: Path, short_speech: Path, tmp_path: Path) -> None:
+    opts = GenerationOptions(min_resolution=256, seed=7)
+    a = generate(astronaut_path, short_speech, opts, output=tmp_path / "a.mp4")
+    b = generate(astronaut_path, short_speech, opts, output=tmp_path / "b.mp4")
+    fa, _ = decode_frames(a.path)
+    fb, _ = decode_frames(b.path)
+    assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb, strict=True))
+    c = generate(astronaut_path, short_speech, GenerationOptions(min_resolution=256, seed=8),
+                 output=tmp_path / "c.mp4")
+    fc, _ = decode_frames(c.path)
+    assert any(not np.array_equal(x, y) for x, y in zip(fa, fc, strict=True))
