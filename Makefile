@@ -29,7 +29,7 @@ demo: $(STAMP)
 	$(BIN)/facetalk demo -o out/demo.mp4
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff check src tests tools
 
 test: $(STAMP) sysdeps lint
 	$(BIN)/python -m pytest -q
