@@ -122,7 +122,53 @@ def _run_render(portrait: Any, audio: Any, options: GenerationOptions, out: Path
         click.echo(result.summary())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Subcommands that live in their own modules, imported only when used (so that
+#: ``facetalk render`` never loads the web stack). name -> "module:attribute".
+LAZY_COMMANDS: dict[str, str] = {
+    "bench": "facetalk.bench:bench",
+    "batch": "facetalk.batch:batch",
+    "eval": "facetalk.evalcli:eval_command",
+    "serve": "facetalk.service.cli:serve",
+    "worker": "facetalk.service.cli:worker",
+    "verify": "facetalk.provenance:verify_command",
+    "doctor": "facetalk.doctor:doctor",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose extra subcommands are imported on first use."""
+
+    def _available(self) -> dict[str, str]:
+        import importlib.util
+
+        out = {}
+        for name, target in LAZY_COMMANDS.items():
+            module = target.split(":")[0]
+            try:
+                if importlib.util.find_spec(module) is not None:
+                    out[name] = target
+            except ModuleNotFoundError:
+                continue
+        return out
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            return cmd
+        target = self._available().get(name)
+        if target is None:
+            return None
+        import importlib
+
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="facetalk")
 def main() -> None:
     """facetalk: one portrait + one speech recording -> a talking MP4, offline on a CPU."""
