@@ -23,9 +23,9 @@ from .face import analyze_face
 from .features import analyze
 from .framing import plan_framing
 from .image import Source, load_portrait
-from .label import make_label
 from .motion import plan_motion
 from .options import GenerationOptions
+from .overlays import build_overlays
 from .render import make_renderer
 from .rig import build_rig
 from .settings import Limits
@@ -157,7 +157,7 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
     # 5. prepare the renderer (framing, working image, still frame)
     framing = plan_framing(face, options)
     renderer = make_renderer(face, rig, framing, options.quality_tier == "quality")
-    label = make_label(options.label, framing.out_w, framing.out_h) if options.label else None
+    overlays = build_overlays(options, framing, render_id)
     lap("setup")
 
     # 6. render and encode, frame by frame
@@ -173,8 +173,8 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
             check_cancel()
             t0 = time.perf_counter()
             frame = renderer.frame(plan.controls[i], plan.pose[i], out=buf)
-            if label is not None:
-                label.apply(frame)
+            for overlay in overlays:
+                overlay.apply(frame, i)
             t1 = time.perf_counter()
             writer.write(frame)
             t2 = time.perf_counter()

@@ -1,0 +1,38 @@
+"""Per-frame overlays applied after rendering, before encoding (visible label, ...).
+
+Each overlay is built once per render and then applied to every frame in place, so
+its per-frame cost is a blend of a small precomputed patch.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from .framing import Framing
+from .label import make_label
+from .options import GenerationOptions
+
+
+class Overlay(Protocol):
+    """Something drawn into every frame (in place)."""
+
+    def apply(self, frame: np.ndarray, index: int) -> None:
+        """Modify RGB ``frame`` (H, W, 3 uint8) of frame number ``index`` in place."""
+
+
+class _Label:
+    def __init__(self, text: str, framing: Framing) -> None:
+        self.patch = make_label(text, framing.out_w, framing.out_h)
+
+    def apply(self, frame: np.ndarray, index: int) -> None:
+        self.patch.apply(frame)
+
+
+def build_overlays(options: GenerationOptions, framing: Framing, render_id: str) -> list[Overlay]:
+    """The overlays ``options`` ask for, in drawing order."""
+    overlays: list[Overlay] = []
+    if options.label:
+        overlays.append(_Label(options.label, framing))
+    return overlays
