@@ -152,7 +152,9 @@ class LazyGroup(click.Group):
         return out
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._available()))
+        names = set(super().list_commands(ctx))
+        names |= {n for n in self._available() if self.get_command(ctx, n) is not None}
+        return sorted(names)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
@@ -164,7 +166,7 @@ class LazyGroup(click.Group):
         import importlib
 
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return getattr(importlib.import_module(module), attr, None)
 
 
 @click.group(cls=LazyGroup,
