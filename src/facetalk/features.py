@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import lfilter
 
 HOP_S = 0.010
 WIN_S = 0.025
@@ -164,7 +163,9 @@ def _pitch(frames: np.ndarray, sr: int, vad: np.ndarray) -> tuple[np.ndarray, np
 def _formants(frames: np.ndarray, sr: int, window: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
     """F1, F2 from LPC roots (autocorrelation method, Levinson-Durbin, batched)."""
-    x = lfilter([1.0, -0.97], [1.0], frames, axis=1) * window  # pre-emphasis
+    x = frames.astype(np.float64)
+    x[:, 1:] -= 0.97 * frames[:, :-1]  # pre-emphasis (first-order high-pass)
+    x *= window
     n, win = x.shape
     nfft = 1 << int(np.ceil(np.log2(2 * win)))
     spec = np.fft.rfft(x, nfft, axis=1)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import gaussian_filter1d, maximum_filter1d
+from numpy.lib.stride_tricks import sliding_window_view
 
 from .features import Features
 from .options import GenerationOptions
@@ -52,10 +52,23 @@ class MotionPlan:
 
 
 def _smooth(x: np.ndarray, sigma_s: float, rate: float) -> np.ndarray:
-    """Zero-phase Gaussian smoothing (symmetric kernel, so no delay)."""
-    if sigma_s <= 0:
+    """Zero-phase Gaussian smoothing (symmetric kernel, so no delay); edges held."""
+    sigma = sigma_s * rate
+    if sigma <= 0 or len(x) == 0:
         return x
-    return gaussian_filter1d(x, sigma_s * rate, mode="nearest")
+    r = max(1, int(4 * sigma + 0.5))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    return np.convolve(np.pad(x, r, mode="edge"), k, mode="valid")
+
+
+def maximum_filter1d(x: np.ndarray, size: int, mode: str = "nearest") -> np.ndarray:
+    """Running maximum over a centred window of ``size`` samples; edges held."""
+    if len(x) == 0 or size <= 1:
+        return x.copy()
+    half = size // 2
+    padded = np.pad(x, (half, size - 1 - half), mode="edge")
+    return sliding_window_view(padded, size).max(axis=1)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -348,5 +361,6 @@ def _pad_silence(feat: Features, n: int) -> Features:
         rate=feat.rate, db=pad(feat.db, feat.floor_db - 20), loud=pad(feat.loud, 0.0),
         vad=pad(feat.vad, False), voiced=pad(feat.voiced, False), f0=pad(feat.f0, 0.0),
         f1=pad(feat.f1, 0.0), f2=pad(feat.f2, 0.0), low_ratio=pad(feat.low_ratio, 0.0),
+        labial=pad(feat.labial, 0.0),
         high_ratio=pad(feat.high_ratio, 0.0), flux=pad(feat.flux, 0.0),
         floor_db=feat.floor_db, peak_db=feat.peak_db)

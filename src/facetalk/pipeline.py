@@ -54,12 +54,12 @@ class GenerationResult:
     height: int
     fps: int
     audio_duration: float
-    timings: dict[str, float]
+    timings: dict[str, float]  # wall seconds per stage; they add up to the whole render
     warnings: list[str]
     sync_offset_ms: float  # lip-sync correction applied (positive = mouth later)
     render_id: str
     options: GenerationOptions
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)  # finer breakdown (may overlap)
 
     @property
     def wall_s(self) -> float:
@@ -160,28 +160,23 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
     overlays = build_overlays(options, framing, render_id)
     lap("setup")
 
-    # 6. render and encode, frame by frame
+    # 6. render and encode, frame by frame (the encoder runs in its own thread)
     writer = Mp4Writer(
         out_path, framing.out_w, framing.out_h, options.fps,
         iter_soundtrack(audio, sound, limits, video_s), sound.output_rate,
         sound.output_layout, ai_metadata(render_id))
-    render_s = 0.0
     try:
         buf = np.empty_like(renderer.still)
         start = time.perf_counter()
         for i in range(n_frames):
             check_cancel()
-            t0 = time.perf_counter()
             frame = renderer.frame(plan.controls[i], plan.pose[i], out=buf)
             for overlay in overlays:
                 overlay.apply(frame, i)
-            t1 = time.perf_counter()
             writer.write(frame)
-            t2 = time.perf_counter()
-            render_s += t1 - t0
             if on_progress is not None and (i % 5 == 0 or i == n_frames - 1):
                 done = i + 1
-                elapsed = t2 - start
+                elapsed = time.perf_counter() - start
                 eta = elapsed / done * (n_frames - done)
                 report("rendering", 0.06 + 0.93 * done / n_frames, done, n_frames, eta)
         writer.finish()
@@ -193,12 +188,13 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
         if isinstance(exc, (KeyboardInterrupt, SystemExit, MemoryError)):
             raise
         raise RenderError(f"rendering failed: {type(exc).__name__}: {exc}") from exc
-    lap("encode")
-    timings["render"] = render_s
-    timings["encode"] -= render_s  # the loop's time not spent rendering went to the encoder
+    lap("render")
+    stats = {f"render.{k}": v for k, v in renderer.timings.items()}
+    stats["colour"] = writer.colour_s
+    stats["encode (writer thread)"] = writer.encode_s
     report("done", 1.0, n_frames, n_frames, 0.0)
     return GenerationResult(
         path=out_path, duration=video_s, frames=n_frames, width=framing.out_w,
         height=framing.out_h, fps=options.fps, audio_duration=sound.duration,
         timings=timings, warnings=warnings, sync_offset_ms=plan.offset_ms,
-        render_id=render_id, options=options)
+        render_id=render_id, options=options, stats=stats)

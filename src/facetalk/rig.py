@@ -111,15 +111,39 @@ class Rig:
             core = self._apply_pose(core, pose)
         return self.expand(core)
 
-    def _apply_pose(self, core: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        yaw, pitch, roll, tx, ty = (float(p) for p in pose)
+    def deform_pair(self, controls: np.ndarray, pose: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(all vertices, all vertices under head motion only) for one frame.
+
+        The pose is affine in the vertex position, so the local displacement is carried
+        through it by its linear part instead of posing the mesh twice.
+        """
+        disp = np.tensordot(controls, self.bases, axes=1)
+        src = self.src[: self.n_core]
+        if pose is None or not np.any(pose):
+            return self.expand(src + disp), self.expand(src)
+        rot = self._rotation(pose)
+        head = self._apply_pose(src, pose, rot)
+        w = self.head_weight[:, None]
+        moved = (1.0 - w) * disp + w * (disp @ rot[:2, :2].T)
+        return self.expand(head + moved), self.expand(head)
+
+    @staticmethod
+    def _rotation(pose: np.ndarray) -> np.ndarray:
+        yaw, pitch, roll = (float(p) for p in pose[:3])
         cy, sy = np.cos(yaw), np.sin(yaw)
         cp, sp_ = np.cos(pitch), np.sin(pitch)
         cr, sr = np.cos(roll), np.sin(roll)
         ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
         rx = np.array([[1, 0, 0], [0, cp, -sp_], [0, sp_, cp]])
         rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-        rot = rz @ rx @ ry
+        return rz @ rx @ ry
+
+    def _apply_pose(self, core: np.ndarray, pose: np.ndarray,
+                    rot: np.ndarray | None = None) -> np.ndarray:
+        if rot is None:
+            rot = self._rotation(pose)
+        tx, ty = float(pose[3]), float(pose[4])
         p3 = np.concatenate([core, self.z[:, None]], axis=1) - self.pivot
         shift = (tx * self.frame.ex + ty * self.frame.ey) * self.frame.iod
         moved = (p3 @ rot.T + self.pivot)[:, :2] + shift

@@ -1,4 +1,4 @@
-"""MP4 writing with PyAV: H.264 (yuv420p, BT.709) + AAC, faststart, AI-generated metadata.
+"""MP4 writing with PyAV: H.264 (yuv420p) + AAC, faststart, AI-generated metadata.
 
 The file is written under a temporary name in the destination directory and renamed
 into place only when complete, so no reader ever sees half an MP4 and a failed
@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import queue
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 
 from . import __version__
@@ -48,20 +52,30 @@ def new_render_id() -> str:
 
 
 class Mp4Writer:
-    """Stream RGB frames and an audio frame iterator into an MP4, atomically."""
+    """Stream RGB frames and an audio frame iterator into an MP4, atomically.
+
+    Colour conversion happens in the caller's thread (OpenCV, BT.601 limited range,
+    tagged as such); encoding and muxing run in a background thread, which PyAV lets
+    run in parallel with the renderer because it releases the GIL while encoding.
+    """
 
     def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: int,
                  soundtrack: Iterator[av.AudioFrame] | None, audio_rate: int,
                  audio_layout: str, metadata: dict[str, str], crf: int = X264_CRF,
-                 preset: str = X264_PRESET) -> None:
+                 preset: str = X264_PRESET, queue_size: int = 6) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.partial")
         self.fps = fps
         self.frames = 0
+        self.colour_s = 0.0  # time spent converting RGB to YUV (caller thread)
+        self.encode_s = 0.0  # time spent inside the encoder and muxer (writer thread)
         self._soundtrack = soundtrack
         self._audio_done = soundtrack is None
         self._audio_t = 0.0
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
+        self._error: BaseException | None = None
+        self._closed = False
         self.container = av.open(str(self.tmp), mode="w", format="mp4",
                                  options={"movflags": "+faststart+use_metadata_tags"})
         try:
@@ -71,11 +85,12 @@ class Mp4Writer:
             vs.width, vs.height = width, height
             vs.pix_fmt = "yuv420p"
             vs.options = {"crf": str(crf), "preset": preset, "profile": "high",
-                          "colorprim": "bt709", "transfer": "bt709", "colormatrix": "bt709"}
+                          "colorprim": "bt709", "transfer": "bt709",
+                          "colormatrix": "smpte170m"}
             cc: Any = vs.codec_context
-            cc.color_primaries = 1  # BT.709
+            cc.color_primaries = 1  # BT.709 primaries (sRGB photos)
             cc.color_trc = 1
-            cc.colorspace = 1
+            cc.colorspace = 6  # SMPTE 170M (BT.601) matrix, as OpenCV converts
             cc.color_range = 1  # limited ("tv") range, what every player expects
             self.vstream = vs
             self.astream = None
@@ -85,19 +100,56 @@ class Mp4Writer:
                 a.bit_rate = 96_000 if audio_layout == "mono" else 160_000
                 self.astream = a
         except BaseException:
-            self.abort()
+            self.container.close()
+            self.tmp.unlink(missing_ok=True)
             raise
+        self._thread = threading.Thread(target=self._run, name="facetalk-encoder", daemon=True)
+        self._thread.start()
 
+    # -- caller side -------------------------------------------------------------------
     def write(self, rgb: np.ndarray) -> None:
-        """Encode one RGB frame (H, W, 3) uint8."""
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709",
-                               dst_color_range="MPEG")
-        frame.pts = self.frames
+        """Queue one RGB frame (H, W, 3) uint8 for encoding (blocks when the queue is full)."""
+        self._raise_if_failed()
+        t0 = time.perf_counter()
+        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+        self.colour_s += time.perf_counter() - t0
+        while True:
+            try:
+                self._queue.put(yuv, timeout=0.5)
+                break
+            except queue.Full:
+                self._raise_if_failed()
         self.frames += 1
-        for packet in self.vstream.encode(frame):
-            self.container.mux(packet)
-        self._pump_audio(self.frames / self.fps)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # -- writer thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        index = 0
+        try:
+            while True:
+                yuv = self._queue.get()
+                if yuv is None:
+                    return
+                t0 = time.perf_counter()
+                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                frame.pts = index
+                index += 1
+                for packet in self.vstream.encode(frame):
+                    self.container.mux(packet)
+                self._pump_audio(index / self.fps)
+                self.encode_s += time.perf_counter() - t0
+        except BaseException as exc:
+            self._error = exc
+            # Drain so a blocked producer wakes up and sees the error.
+            while True:
+                try:
+                    if self._queue.get_nowait() is None:
+                        return
+                except queue.Empty:
+                    return
 
     def _pump_audio(self, until: float) -> None:
         """Mux audio up to ``until`` seconds so the file stays interleaved."""
@@ -112,9 +164,23 @@ class Mp4Writer:
             for packet in self.astream.encode(frame):
                 self.container.mux(packet)
 
+    def _stop_thread(self) -> None:
+        if self._thread.is_alive():
+            while True:
+                try:
+                    self._queue.put(None, timeout=0.5)
+                    break
+                except queue.Full:
+                    if not self._thread.is_alive():
+                        break
+            self._thread.join()
+
     def finish(self) -> Path:
         """Flush encoders, close, and move the file into place."""
         try:
+            self._stop_thread()
+            self._raise_if_failed()
+            t0 = time.perf_counter()
             self._pump_audio(float("inf"))
             for packet in self.vstream.encode(None):
                 self.container.mux(packet)
@@ -122,6 +188,8 @@ class Mp4Writer:
                 for packet in self.astream.encode(None):
                     self.container.mux(packet)
             self.container.close()
+            self._closed = True
+            self.encode_s += time.perf_counter() - t0
         except BaseException:
             self.abort()
             raise
@@ -129,12 +197,14 @@ class Mp4Writer:
         return self.path
 
     def abort(self) -> None:
-        """Close and delete the partial file (safe to call more than once)."""
-        try:
-            self.container.close()
-        except (av.error.FFmpegError, ValueError, OSError, AttributeError):
-            pass
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
+        """Stop, close and delete the partial file (safe to call more than once)."""
+        if self._error is None:
+            self._error = RuntimeError("aborted")
+        self._stop_thread()
+        if not self._closed:
+            self._closed = True
+            try:
+                self.container.close()
+            except (av.error.FFmpegError, ValueError, OSError):
+                pass
+        self.tmp.unlink(missing_ok=True)
