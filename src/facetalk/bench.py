@@ -1,0 +1,212 @@
+"""``facetalk bench``: end-to-end speed against the encoder's own floor, measured in one run.
+
+For each size and framing, two child processes run on the same workload (the bundled
+portrait and a speech clip of the requested length):
+
+* render: ``generate()`` end to end (decode, face, features, motion, render, encode);
+* floor: the same number of frames of the same size and content pushed through the
+  same writer (colour conversion + libx264 with the same settings + muxing), with no
+  rendering -- the frames are a loop of 50 frames rendered beforehand, untimed.
+
+Each child reports its wall time, its peak RSS (``ru_maxrss``) and stage timings; the
+parent prints them side by side. Nothing is estimated: every figure is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+BENCH_TEXT = ("Good morning, and welcome to the library. Today we look at how the moon "
+              "moves around the earth. ... Please open your books at page twelve. "
+              "Maybe you remember the map we made on Monday? ... Thank you for listening, "
+              "and have a wonderful day. ")
+
+
+def speech_clip(seconds: float, path: Path) -> Path:
+    """A speech WAV of exactly ``seconds``: espeak-ng sentences repeated, or the bundled clip."""
+    import numpy as np
+
+    from . import tts
+
+    if tts.available():
+        s = tts.speak(BENCH_TEXT, wpm=150)
+        samples, rate = s.samples, s.rate
+    else:  # pragma: no cover - depends on the machine
+        from .audio import load_audio
+
+        a = load_audio((resources.files("facetalk") / "assets" / "speech.wav").read_bytes())
+        samples, rate = a.samples, a.sample_rate
+    n = int(round(seconds * rate))
+    reps = int(np.ceil(n / len(samples)))
+    tts.write_wav(str(path), np.tile(samples, reps)[:n], rate)
+    return path
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _child_render(portrait: str, audio: str, size: int, framing: str, out: str
+                  ) -> dict[str, Any]:
+    from . import GenerationOptions, generate
+    from .pipeline import Progress
+
+    first: list[float] = []
+
+    def on_progress(p: Progress) -> None:
+        if p.frames_done >= 1 and not first:
+            first.append(time.time())  # compared with the parent's launch time
+
+    t0 = time.perf_counter()
+    res = generate(portrait, audio, GenerationOptions(min_resolution=size, framing=framing),
+                   on_progress, output=out)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "frames": res.frames, "width": res.width, "height": res.height,
+            "audio_s": res.audio_duration, "timings": res.timings, "stats": res.stats,
+            "first_frame_epoch": first[0] if first else None, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child_floor(portrait: str, audio: str, size: int, framing: str, out: str,
+                 frames: int) -> dict[str, Any]:
+    import numpy as np
+
+    from . import GenerationOptions
+    from .face import analyze_face
+    from .framing import plan_framing
+    from .image import load_portrait
+    from .render import make_renderer
+    from .rig import CONTROLS, build_rig
+    from .video import Mp4Writer, ai_metadata
+
+    face = analyze_face(load_portrait(portrait))
+    options = GenerationOptions(min_resolution=size, framing=framing)
+    framing_ = plan_framing(face, options)
+    renderer = make_renderer(face, build_rig(face.landmarks), framing_, True)
+    pool = []
+    for i in range(50):  # representative content: talking mouth, moving head
+        c = np.zeros(len(CONTROLS))
+        o = abs(np.sin(i / 3.0))
+        c[:4] = (0.8 * o, 0.35 * o, 0.45 * o, 1 - o)
+        pose = np.array([0.03 * np.sin(i / 8), 0.02 * np.cos(i / 11), 0.02 * np.sin(i / 13), 0, 0])
+        pool.append(renderer.frame(c, pose).copy())
+    t0 = time.perf_counter()
+    writer = Mp4Writer(out, framing_.out_w, framing_.out_h, options.fps, None, 48000, "mono",
+                       ai_metadata("floor"))
+    for i in range(frames):
+        writer.write(pool[i % len(pool)])
+    writer.finish()
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "frames": frames, "colour_s": writer.colour_s,
+            "encode_s": writer.encode_s, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _run_child(kind: str, **kwargs: Any) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter (clean peak RSS, cold imports)."""
+    args = [sys.executable, "-m", "facetalk.bench", kind, json.dumps(kwargs)]
+    launched = time.time()
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise click.ClickException(f"{kind} run failed:\n{proc.stderr.strip()[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out.get("first_frame_epoch") is not None:
+        # From launching the interpreter: includes imports, face analysis, first frame.
+        out["first_frame_s"] = out.pop("first_frame_epoch") - launched
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "machine": platform.machine()}
+
+
+@click.command("bench")
+@click.option("--seconds", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Length of the speech workload.")
+@click.option("--sizes", default="512,1024", show_default=True,
+              help="Comma-separated output sizes (short side, px).")
+@click.option("--framing", "framings", default="crop", show_default=True,
+              help="Comma-separated framings: crop, full, vertical.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write all figures to this JSON file.")
+def bench(seconds: float, sizes: str, framings: str, json_path: Path | None) -> None:
+    """Measure render speed, memory and the encode-only floor on this machine."""
+    size_list = [int(s) for s in sizes.split(",") if s.strip()]
+    framing_list = [f.strip() for f in framings.split(",") if f.strip()]
+    portrait = str(resources.files("facetalk") / "assets" / "astronaut.png")
+    results = []
+    info = machine_info()
+    click.echo(f"machine: {info['cpu']} ({info['cores']} cores), Python {info['python']}")
+    with tempfile.TemporaryDirectory() as tmp:
+        audio = str(speech_clip(seconds, Path(tmp) / "speech.wav"))
+        click.echo(f"workload: bundled portrait + {seconds:g} s of speech")
+        for framing in framing_list:
+            for size in size_list:
+                out = str(Path(tmp) / f"r{size}{framing}.mp4")
+                r = _run_child("render", portrait=portrait, audio=audio, size=size,
+                               framing=framing, out=out)
+                f = _run_child("floor", portrait=portrait, audio=audio, size=size,
+                               framing=framing, out=str(Path(tmp) / "floor.mp4"),
+                               frames=r["frames"])
+                row = {"size": size, "framing": framing, "render": r, "floor": f,
+                       "ratio_to_floor": r["wall_s"] / f["wall_s"],
+                       "fps": r["frames"] / r["wall_s"],
+                       "realtime_x": r["audio_s"] / r["wall_s"]}
+                results.append(row)
+                _print_row(row)
+    if json_path is not None:
+        json_path.write_text(json.dumps({"machine": info, "seconds": seconds,
+                                         "results": results}, indent=2))
+        click.echo(f"wrote {json_path}")
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    r, f = row["render"], row["floor"]
+    click.echo(
+        f"\n{r['width']}x{r['height']} {row['framing']}: {r['frames']} frames in "
+        f"{r['wall_s']:.2f} s = {row['fps']:.0f} frames/s, {row['realtime_x']:.1f}x real "
+        f"time; encode floor {f['wall_s']:.2f} s ({r['frames'] / f['wall_s']:.0f} frames/s); "
+        f"ratio to floor {row['ratio_to_floor']:.2f}")
+    first = f"{r['first_frame_s']:.2f} s" if r.get("first_frame_s") is not None else "n/a"
+    click.echo(f"  peak RSS {r['peak_rss_mb']:.0f} MB (floor run {f['peak_rss_mb']:.0f} MB); "
+               f"first frame queued {first} after launching the process")
+    stages = {**{k: v for k, v in r["timings"].items()}}
+    click.echo("  stages (wall s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    click.echo("  inside render (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stats"].items()))
+
+
+def _main() -> None:  # pragma: no cover - child entry point
+    kind, raw = sys.argv[1], sys.argv[2]
+    kwargs = json.loads(raw)
+    if kind == "render":
+        out = _child_render(**kwargs)
+    elif kind == "floor":
+        out = _child_floor(**kwargs)
+    else:
+        raise SystemExit(f"unknown child {kind}")
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
