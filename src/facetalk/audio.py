@@ -19,8 +19,6 @@ from .image import Source, open_source
 from .settings import Limits
 
 ANALYSIS_RATE = 16000
-#: Sample rates the AAC encoder accepts; anything else is resampled to 48 kHz.
-AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
 
 @dataclass(frozen=True)
@@ -39,8 +37,13 @@ class Audio:
 
     @property
     def output_rate(self) -> int:
-        """Sample rate of the AAC soundtrack written to the MP4."""
-        return self.source_rate if self.source_rate in AAC_RATES else 48000
+        """Sample rate of the AAC soundtrack written to the MP4.
+
+        44.1 kHz stays; everything else becomes 48 kHz, the rate every player handles
+        and whose 1024-sample AAC frames (21 ms) keep the track's decoded tail within
+        a video frame of the picture.
+        """
+        return 44100 if self.source_rate == 44100 else 48000
 
     @property
     def output_layout(self) -> str:

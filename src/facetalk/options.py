@@ -50,9 +50,9 @@ class GenerationOptions:
         "Amplitude of head motion, brows and other non-mouth motion; 0 = still head.",
         lo=0.0, hi=2.0))
     inference_steps: int = field(default=25, metadata=_meta(
-        "Render-quality tier (no diffusion here): below 15 = fast tier (bilinear "
-        "sampling, 1x mouth); 15 or more = quality tier (bicubic/Lanczos sampling, 2x "
-        "supersampled mouth).", lo=1, hi=100))
+        "Render-quality tier (no diffusion here): below 15 = fast tier (bilinear reads, "
+        "warp map on a 4x sparser grid); 15 or more = quality tier (bicubic/Lanczos reads "
+        "where the face is not enlarged, warp map on a 2x sparser grid).", lo=1, hi=100))
     lip_sync_correction: bool = field(default=True, metadata=_meta(
         "Measure the residual offset between planned mouth motion and the audio and "
         "cancel it (reported in the result)."))
