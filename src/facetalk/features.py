@@ -54,51 +54,77 @@ class Features:
         return np.arange(self.n) / self.rate
 
 
-def _frames(x: np.ndarray, sr: int) -> np.ndarray:
-    hop, win = int(round(HOP_S * sr)), int(round(WIN_S * sr))
-    n = int(np.ceil(len(x) / hop))
-    pad_left = win // 2
-    padded = np.zeros(pad_left + n * hop + win, dtype=np.float32)
-    padded[pad_left:pad_left + len(x)] = x
-    return sliding_window_view(padded, win)[::hop][:n]
+#: Hops analysed at once: bounds the spectra held in memory (~8 MB) whatever the length.
+BLOCK_HOPS = 2048
 
 
 def analyze(samples: np.ndarray, sr: int) -> Features:
-    """Compute :class:`Features` for a mono float32 signal at ``sr`` Hz."""
+    """Compute :class:`Features` for a mono float32 signal at ``sr`` Hz.
+
+    Spectral work runs in blocks of BLOCK_HOPS hops so memory stays flat in the
+    recording's length; only per-hop values (a few numbers per 10 ms) are kept.
+    """
     if len(samples) == 0:
         raise ValueError("no samples")
-    x = samples.astype(np.float32)
-    x = x - float(np.mean(x))
-    frames = _frames(x, sr)
-    n, win = frames.shape
+    offset = float(np.mean(samples, dtype=np.float64))
+    hop, win = int(round(HOP_S * sr)), int(round(WIN_S * sr))
+    n = int(np.ceil(len(samples) / hop))
     window = np.hanning(win).astype(np.float32)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
-    db = 20 * np.log10(rms + 1e-9)
-
     nfft = 1 << int(np.ceil(np.log2(win)))
-    spec = np.abs(np.fft.rfft(frames * window, nfft, axis=1)) ** 2
     freqs = np.fft.rfftfreq(nfft, 1 / sr)
-    total = spec[:, freqs >= 60].sum(axis=1) + 1e-12
-    low_ratio = spec[:, (freqs >= 60) & (freqs < 500)].sum(axis=1) / total
-    high_ratio = spec[:, freqs >= 3000].sum(axis=1) / total
-    # /m/'s murmur has an antiresonance near 1 kHz (/n/ near 1.5-2 kHz, /ng/ higher), so
-    # little energy between 500 and 1000 Hz relative to 1-2 kHz marks closed lips.
-    labial = np.log10((spec[:, (freqs >= 500) & (freqs < 1000)].sum(axis=1) + 1e-12)
-                      / (spec[:, (freqs >= 1000) & (freqs < 2000)].sum(axis=1) + 1e-12))
-    logspec = np.log(spec + 1e-10)
-    flux = np.zeros(n)
-    flux[1:] = np.clip(logspec[1:] - logspec[:-1], 0, None).mean(axis=1)
-
+    bands = {"all": freqs >= 60, "low": (freqs >= 60) & (freqs < 500),
+             "high": freqs >= 3000, "b1": (freqs >= 500) & (freqs < 1000),
+             "b2": (freqs >= 1000) & (freqs < 2000)}
+    out = {k: np.zeros(n) for k in ("db", "low", "high", "labial", "flux", "lag", "strength",
+                                     "f1", "f2")}
+    prev_log: np.ndarray | None = None
+    for start in range(0, n, BLOCK_HOPS):
+        stop = min(n, start + BLOCK_HOPS)
+        frames = _block_frames(samples, offset, start, stop, hop, win)
+        rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+        out["db"][start:stop] = 20 * np.log10(rms + 1e-9)
+        spec = np.abs(np.fft.rfft(frames * window, nfft, axis=1)) ** 2
+        total = spec[:, bands["all"]].sum(axis=1) + 1e-12
+        out["low"][start:stop] = spec[:, bands["low"]].sum(axis=1) / total
+        out["high"][start:stop] = spec[:, bands["high"]].sum(axis=1) / total
+        # /m/'s murmur has an antiresonance near 1 kHz (/n/ near 1.5-2 kHz, /ng/ higher),
+        # so little energy between 500 and 1000 Hz relative to 1-2 kHz marks closed lips.
+        out["labial"][start:stop] = np.log10((spec[:, bands["b1"]].sum(axis=1) + 1e-12)
+                                             / (spec[:, bands["b2"]].sum(axis=1) + 1e-12))
+        logspec = np.log(spec + 1e-10)
+        before = logspec[:1] if prev_log is None else prev_log
+        diff = np.diff(np.concatenate([before, logspec]), axis=0)
+        out["flux"][start:stop] = np.clip(diff, 0, None).mean(axis=1)
+        prev_log = logspec[-1:]
+        lag, strength = _pitch_lags(frames, sr)
+        out["lag"][start:stop] = lag
+        out["strength"][start:stop] = strength
+        f1, f2 = _formants(frames, sr, window)
+        out["f1"][start:stop] = f1
+        out["f2"][start:stop] = f2
+    db = out["db"]
     floor_db, peak_db = _levels(db)
     loud = np.clip((db - floor_db) / max(peak_db - floor_db, 6.0), 0.0, 1.0)
     vad = _vad(db, floor_db, peak_db)
-    f0, voiced = _pitch(frames, sr, vad)
-    f1, f2 = _formants(frames, sr, window)
-    f1 = np.where(vad, f1, 0.0)
-    f2 = np.where(vad, f2, 0.0)
+    voiced = vad & (out["strength"] > 0.45)
+    f0 = np.where(voiced, sr / np.maximum(out["lag"], 1.0), 0.0)
     return Features(rate=1.0 / HOP_S, db=db, loud=loud, vad=vad, voiced=voiced, f0=f0,
-                    f1=f1, f2=f2, low_ratio=low_ratio, labial=labial, high_ratio=high_ratio, flux=flux,
-                    floor_db=floor_db, peak_db=peak_db)
+                    f1=np.where(vad, out["f1"], 0.0), f2=np.where(vad, out["f2"], 0.0),
+                    low_ratio=out["low"], labial=out["labial"], high_ratio=out["high"],
+                    flux=out["flux"], floor_db=floor_db, peak_db=peak_db)
+
+
+def _block_frames(x: np.ndarray, offset: float, start: int, stop: int, hop: int,
+                  win: int) -> np.ndarray:
+    """Analysis windows ``start..stop`` (hop-centred, zero beyond the signal), DC removed."""
+    pad_left = win // 2
+    lo = start * hop - pad_left
+    hi = (stop - 1) * hop - pad_left + win
+    seg = np.zeros(hi - lo, dtype=np.float32)
+    a, b = max(lo, 0), min(hi, len(x))
+    if b > a:
+        seg[a - lo:b - lo] = x[a:b] - offset
+    return sliding_window_view(seg, win)[::hop][: stop - start]
 
 
 def _levels(db: np.ndarray) -> tuple[float, float]:
@@ -141,8 +167,8 @@ def _fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:
             i += 1
 
 
-def _pitch(frames: np.ndarray, sr: int, vad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F0 by normalized autocorrelation peak in 70-400 Hz; voiced where it is strong."""
+def _pitch_lags(frames: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """Autocorrelation peak lag (samples) and strength in 70-400 Hz, per frame."""
     win = frames.shape[1]
     f = frames - frames.mean(axis=1, keepdims=True)
     nfft = 1 << int(np.ceil(np.log2(2 * win)))
@@ -153,11 +179,7 @@ def _pitch(frames: np.ndarray, sr: int, vad: np.ndarray) -> tuple[np.ndarray, np
     ac = ac / energy * (win / np.maximum(win - np.arange(win), 1))
     lo, hi = int(sr / 400), min(int(sr / 70), win - 1)
     seg = ac[:, lo:hi]
-    lag = np.argmax(seg, axis=1) + lo
-    strength = seg.max(axis=1)
-    voiced = vad & (strength > 0.45)
-    f0 = np.where(voiced, sr / lag, 0.0)
-    return f0, voiced
+    return np.argmax(seg, axis=1) + lo, seg.max(axis=1)
 
 
 def _formants(frames: np.ndarray, sr: int, window: np.ndarray
