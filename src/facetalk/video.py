@@ -46,6 +46,19 @@ def ai_metadata(render_id: str, extra: dict[str, str] | None = None) -> dict[str
     return tags
 
 
+def encoder_threads() -> int:
+    """x264 threads from FACETALK_ENCODER_THREADS (0 or unset = x264's own choice).
+
+    Set by ``facetalk batch`` and the service so several renders sharing a box do not
+    each start threads for every core.
+    """
+    raw = os.environ.get("FACETALK_ENCODER_THREADS", "").strip()
+    try:
+        return max(0, int(raw)) if raw else 0
+    except ValueError:
+        return 0
+
+
 def new_render_id() -> str:
     """A fresh random id for one render (goes into the metadata and the result)."""
     return uuid.uuid4().hex[:16]
@@ -92,6 +105,9 @@ class Mp4Writer:
             cc.color_trc = 1
             cc.colorspace = 6  # SMPTE 170M (BT.601) matrix, as OpenCV converts
             cc.color_range = 1  # limited ("tv") range, what every player expects
+            threads = encoder_threads()
+            if threads:
+                cc.thread_count = threads
             self.vstream = vs
             self.astream = None
             if soundtrack is not None:
