@@ -163,57 +163,267 @@ def best_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[float, float]:
     return lag, best[0]
 
 
+def count_blinks(eye_open: np.ndarray) -> tuple[int, np.ndarray]:
+    """Blinks = dips of the eyelid gap below 45% of its typical (median) value.
+
+    Returns the count and the frame index at which each blink starts.
+    """
+    valid = eye_open[np.isfinite(eye_open)]
+    if valid.size == 0:
+        return 0, np.zeros(0, int)
+    ref = np.median(valid)
+    closed = np.nan_to_num(eye_open, nan=ref) < 0.45 * ref
+    starts = np.nonzero(closed & ~np.concatenate([[False], closed[:-1]]))[0]
+    return len(starts), starts
+
+
+#: Landmarks that move with the skull only (eye corners, nose bridge): their
+#: frame-to-frame wobble measures jitter, not expression.
+STABLE = (33, 133, 263, 362, 168, 6)
+
+
 @dataclass
-class SyncReport:
-    """Lip-sync figures of one video, measured from the outside."""
+class Evaluation:
+    """Figures of one talking-head video, measured from the outside.
+
+    ``av_offset_ms`` > 0 means the mouth moves after the sound (audio leads video);
+    < 0 means the mouth moves before the sound (audio lags video).
+    """
 
     frames: int
     fps: float
+    video_s: float
+    audio_s: float
     face_found_rate: float
+    av_offset_ms: float
     pearson_r: float  # inner-lip gap vs audio RMS, same frame
-    lag_ms: float  # + = mouth later than the sound
-    lag_r: float
+    best_lag_r: float  # the same correlation at the best offset
     silent_frames: int
     silent_closed_rate: float
     blinks: int
     blinks_per_min: float
-    video_s: float
-    audio_s: float
+    blink_interval_cv: float  # spread of the intervals (0 = perfectly periodic)
+    head_range_deg: tuple[float, float, float]  # yaw, pitch, roll (5th-95th percentile span)
+    jitter_milli_iod: float  # median frame-to-frame acceleration of skull landmarks
+    background_changed: float | None = None  # share of pixels outside the head that changed
+    verdicts: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, object]:
         """Plain dict for JSON output."""
         return asdict(self)
 
 
-def count_blinks(eye_open: np.ndarray) -> int:
-    """Blinks = dips of the eyelid gap below 45% of its typical (median) value."""
-    valid = eye_open[np.isfinite(eye_open)]
-    if valid.size == 0:
-        return 0
-    ref = np.median(valid)
-    closed = np.nan_to_num(eye_open, nan=ref) < 0.45 * ref
-    return int(np.sum(closed[1:] & ~closed[:-1]) + int(closed[0]))
-
-
-def sync_report(path: str | Path, track: Track | None = None) -> SyncReport:
-    """Measure lip sync, silence closure and blinks of an MP4 with an audio track."""
-    if track is None:
-        frames, fps = decode_frames(path)
-        track = track_frames(frames, fps)
-    audio = decode_audio(path)
-    rate = 16000
+def evaluate_track(track: Track, audio: np.ndarray, rate: int = 16000) -> Evaluation:
+    """Lip sync, silence, blinks, head motion and jitter from a track and its audio."""
     rms = frame_rms(audio, rate, track.fps, track.n)
     gap = np.where(np.isfinite(track.gap), track.gap, 0.0)
     r = float(np.corrcoef(gap, rms)[0, 1]) if gap.std() > 0 and rms.std() > 0 else 0.0
-    lag, lag_r = best_lag(gap, rms, max_lag=5)
+    lag, lag_r = best_lag(gap, rms, max_lag=max(1, int(round(0.2 * track.fps))))
     silent = silent_frames(rms, track.fps)
-    closed = (gap < CLOSED_GAP)
-    blinks = count_blinks(track.eye_open)
+    closed = gap < CLOSED_GAP
+    blinks, starts = count_blinks(track.eye_open)
+    intervals = np.diff(starts) / track.fps
+    cv = float(intervals.std() / intervals.mean()) if len(intervals) >= 2 else float("nan")
     video_s = track.n / track.fps
-    return SyncReport(
-        frames=track.n, fps=track.fps, face_found_rate=float(track.found.mean()) if track.n else 0.0,
-        pearson_r=r, lag_ms=lag / track.fps * 1000.0, lag_r=lag_r,
+
+    def span(a: np.ndarray) -> float:
+        v = a[np.isfinite(a)]
+        return float(np.percentile(v, 95) - np.percentile(v, 5)) if v.size else 0.0
+
+    jitter = float("nan")
+    if track.landmarks and sum(lm is not None for lm in track.landmarks) >= 3:
+        pts = np.array([lm[list(STABLE), :2] if lm is not None else np.full((len(STABLE), 2), np.nan)
+                        for lm in track.landmarks])
+        iod = np.nanmedian([np.linalg.norm(lm[263, :2] - lm[33, :2])
+                            for lm in track.landmarks if lm is not None])
+        acc = np.linalg.norm(pts[2:] - 2 * pts[1:-1] + pts[:-2], axis=2) / max(iod, 1e-9)
+        jitter = float(np.nanmedian(acc) * 1000.0)
+    ev = Evaluation(
+        frames=track.n, fps=track.fps, video_s=video_s, audio_s=len(audio) / rate,
+        face_found_rate=float(track.found.mean()) if track.n else 0.0,
+        av_offset_ms=lag / track.fps * 1000.0, pearson_r=r, best_lag_r=lag_r,
         silent_frames=int(silent.sum()),
         silent_closed_rate=float(closed[silent].mean()) if silent.any() else 1.0,
         blinks=blinks, blinks_per_min=blinks / max(video_s, 1e-9) * 60.0,
-        video_s=video_s, audio_s=len(audio) / rate)
+        blink_interval_cv=cv,
+        head_range_deg=(span(track.yaw), span(track.pitch * 57.3), span(track.roll)),
+        jitter_milli_iod=jitter)
+    ev.verdicts = verdicts(ev)
+    return ev
+
+
+def verdicts(ev: Evaluation) -> list[str]:
+    """Plain-language reading of the figures, against the broadcast sync tolerances."""
+    out = []
+    off = ev.av_offset_ms
+    if off >= 0:
+        lead = f"audio leads video by {off:.0f} ms"
+        if off > 45:
+            out.append(f"{lead}: visible (ITU-R BT.1359 detects audio leading by more than "
+                       "45 ms; EBU R37 allows at most 40 ms)")
+        elif off > 15:
+            out.append(f"{lead}: within EBU R37 (40 ms) but visible to some viewers "
+                       "(ATSC IS-191 allows 15 ms)")
+        else:
+            out.append(f"{lead}: in sync (within ATSC IS-191's 15 ms)")
+    else:
+        lag = f"audio lags video by {-off:.0f} ms (the mouth moves first)"
+        if -off > 125:
+            out.append(f"{lag}: visible (ITU-R BT.1359 detects audio lagging by more than 125 ms)")
+        elif -off > 60:
+            out.append(f"{lag}: beyond EBU R37's 60 ms")
+        elif -off > 45:
+            out.append(f"{lag}: within EBU R37 (60 ms), beyond ATSC IS-191 (45 ms)")
+        else:
+            out.append(f"{lag}: in sync (within ATSC IS-191's 45 ms)")
+    r = ev.pearson_r
+    strength = "strong" if r >= 0.8 else ("moderate" if r >= 0.6 else "weak")
+    out.append(f"mouth opening follows the voice's loudness: r = {r:.2f} ({strength})")
+    if ev.silent_frames:
+        share = ev.silent_closed_rate
+        if share >= 0.97:
+            out.append(f"mouth rests in silences ({share:.0%} of {ev.silent_frames} silent frames)")
+        else:
+            out.append(f"mouth is open in {1 - share:.0%} of {ev.silent_frames} silent frames")
+    bpm = ev.blinks_per_min
+    if ev.video_s < 20:
+        out.append(f"{ev.blinks} blink(s) in {ev.video_s:.0f} s (too short to judge the rate)")
+    elif bpm < 5:
+        out.append(f"{bpm:.0f} blinks per minute: eyes look frozen (people blink 10-20 times)")
+    elif bpm > 30:
+        out.append(f"{bpm:.0f} blinks per minute: more than people do (10-20)")
+    else:
+        periodic = ev.blink_interval_cv < 0.2
+        out.append(f"{bpm:.0f} blinks per minute" + (", suspiciously regular" if periodic else
+                                                      ", at irregular intervals"))
+    if ev.face_found_rate < 0.99:
+        out.append(f"face tracked in only {ev.face_found_rate:.0%} of frames")
+    if ev.background_changed is not None:
+        out.append(f"{ev.background_changed:.1%} of the picture outside the head changed"
+                   + (" (background untouched)" if ev.background_changed < 0.01 else ""))
+    return out
+
+
+def evaluate_video(path: str | Path, audio: str | Path | None = None,
+                   portrait: np.ndarray | None = None) -> Evaluation:
+    """Decode and re-track ``path`` (streaming) and measure it; see :class:`Evaluation`.
+
+    ``audio`` replaces the video's own soundtrack; ``portrait`` (RGB) enables the
+    check of how much of the picture outside the head changed.
+    """
+    track, sample_frames = track_video(path, keep_every=10 if portrait is not None else 0)
+    sound = decode_audio(audio if audio is not None else path)
+    ev = evaluate_track(track, sound)
+    if portrait is not None and sample_frames:
+        ev.background_changed = background_change(portrait, sample_frames, track)
+        ev.verdicts = verdicts(ev)
+    return ev
+
+
+def track_video(path: str | Path, keep_every: int = 0) -> tuple[Track, list[tuple[int, np.ndarray]]]:
+    """Re-track a video frame by frame without holding it in memory.
+
+    Keeps every ``keep_every``-th decoded frame (0 = none) for image checks.
+    """
+    from mediapipe.python.solutions import face_mesh
+
+    found, vals, kept_lm, kept = [], [], [], []
+    with av.open(str(path)) as c, _quiet_native_logs(), face_mesh.FaceMesh(
+            static_image_mode=False, refine_landmarks=True, max_num_faces=1,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5) as fm:
+        vs = c.streams.video[0]
+        fps = float(vs.average_rate or vs.guessed_rate or 25)
+        w = h = 0
+        for i, frame in enumerate(c.decode(vs)):
+            img = frame.to_ndarray(format="rgb24")
+            h, w = img.shape[:2]
+            if keep_every and i % keep_every == 0:
+                kept.append((i, img))
+            res = fm.process(img)
+            if not res.multi_face_landmarks:
+                found.append(False)
+                vals.append(np.full(6, np.nan))
+                kept_lm.append(None)
+                continue
+            lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+            found.append(True)
+            vals.append(_measures(lm))
+            kept_lm.append(lm)
+    v = np.array(vals).reshape(-1, 6)
+    track = Track(fps=fps, width=w, height=h, found=np.array(found, bool), gap=v[:, 0],
+                  width_m=v[:, 1], eye_open=v[:, 2], yaw=v[:, 3], pitch=v[:, 4], roll=v[:, 5],
+                  landmarks=kept_lm)
+    return track, kept
+
+
+def background_change(portrait: np.ndarray, frames: list[tuple[int, np.ndarray]],
+                      track: Track) -> float:
+    """Share of pixels outside the head region whose brightness differs from the portrait.
+
+    The portrait is aligned to each sampled frame by a similarity fitted to skull
+    landmarks, then refined by ECC image registration on the region outside the head,
+    so any framing (crop, full, vertical) can be compared. Luma only, lightly blurred,
+    with a 10-level threshold: H.264 and 4:2:0 chroma alone must not count as change.
+    """
+    import cv2
+
+    from .face import analyze_face
+
+    ref = analyze_face(portrait).landmarks
+    gray_p = cv2.cvtColor(portrait, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    changed, total = 0, 0
+    for i, img in frames:
+        lm = track.landmarks[i] if i < len(track.landmarks) else None
+        if lm is None:
+            continue
+        m, _ = cv2.estimateAffinePartial2D(ref[list(STABLE), :2].astype(np.float32),
+                                           lm[list(STABLE), :2].astype(np.float32))
+        if m is None:
+            continue
+        h, w = img.shape[:2]
+        face = lm[:468, :2]
+        cx, cy = face.mean(axis=0)
+        half_w = (face[:, 0].max() - face[:, 0].min()) / 2
+        half_h = (face[:, 1].max() - face[:, 1].min()) / 2
+        yy, xx = np.mgrid[0:h, 0:w]
+        head = ((xx - cx) / (1.7 * half_w)) ** 2 + ((yy - cy + 0.2 * half_h) / (1.9 * half_h)) ** 2 <= 1
+        # Below the head (neck, collar) follows the jaw and head: not background either.
+        head |= (np.abs(xx - cx) < 1.3 * half_w) & (yy > cy)
+        gray_f = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        valid = cv2.warpAffine(np.ones(portrait.shape[:2], np.uint8), m, (w, h),
+                               flags=cv2.INTER_NEAREST) > 0
+        region = valid & ~head
+        if region.sum() < 100:
+            continue
+        warp = m.astype(np.float32)
+        try:
+            # ECC finds the map from frame coordinates into the landmark-aligned portrait.
+            _, inv = cv2.findTransformECC(
+                cv2.GaussianBlur(gray_f, (0, 0), 1.0), cv2.GaussianBlur(
+                    cv2.warpAffine(gray_p, m, (w, h), flags=cv2.INTER_LINEAR), (0, 0), 1.0),
+                np.eye(2, 3, dtype=np.float32), cv2.MOTION_AFFINE,
+                (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-5),
+                region.astype(np.uint8), 3)
+            # frame -> portrait is ECC's map then m's inverse; warpAffine wants its inverse.
+            warp = cv2.invertAffineTransform(
+                _compose(inv, cv2.invertAffineTransform(warp).astype(np.float32)))
+        except cv2.error:
+            pass  # keep the landmark alignment
+        aligned = cv2.warpAffine(gray_p, warp, (w, h), flags=cv2.INTER_CUBIC,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        valid = cv2.warpAffine(np.ones(portrait.shape[:2], np.uint8), warp, (w, h),
+                               flags=cv2.INTER_NEAREST) > 0
+        valid = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        region = valid & ~head
+        diff = np.abs(cv2.GaussianBlur(gray_f, (0, 0), 1.0)
+                      - cv2.GaussianBlur(aligned, (0, 0), 1.0))
+        changed += int((diff[region] > 10).sum())
+        total += int(region.sum())
+    return changed / total if total else 0.0
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The affine map that applies ``a`` first, then ``b`` (both 2x3)."""
+    a3 = np.vstack([a, [0, 0, 1]])
+    b3 = np.vstack([b, [0, 0, 1]])
+    return (b3 @ a3)[:2].astype(np.float32)

@@ -19,7 +19,11 @@ where they curl into the synthesized dark, which reads as depth rather than a cu
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._jit import configure_cache
+
+configure_cache()
+from numba import njit  # noqa: E402 - after the cache folder is chosen
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -14,7 +14,11 @@ multiply-add per pixel. Compiled with numba and cached on disk after the first r
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from ._jit import configure_cache
+
+configure_cache()
+from numba import njit  # noqa: E402 - after the cache folder is chosen
 
 
 @njit(cache=True, nogil=True)
