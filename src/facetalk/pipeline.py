@@ -87,18 +87,21 @@ def _cancelled(flag: CancelFlag) -> bool:
 
 def generate(portrait: Source, audio: Source, options: GenerationOptions | None = None,
              on_progress: ProgressCallback = None, *, output: str | os.PathLike[str] | None = None,
-             limits: Limits | None = None, cancel: CancelFlag = None) -> GenerationResult:
+             limits: Limits | None = None, cancel: CancelFlag = None,
+             render_id: str | None = None) -> GenerationResult:
     """Render ``portrait`` speaking ``audio`` into an MP4 and describe the result.
 
     ``portrait`` and ``audio`` are paths or bytes. ``output`` defaults to a new file in
-    the temp directory. Raises a :class:`~facetalk.errors.FacetalkError` subclass for
-    bad input or cancellation; no partial file is left behind on any failure.
+    the temp directory. ``render_id`` names this render in the file's metadata (a
+    service passes its job id; default: a fresh random id). Raises a
+    :class:`~facetalk.errors.FacetalkError` subclass for bad input or cancellation; no
+    partial file is left behind on any failure.
     """
     options = options or GenerationOptions()
     limits = limits or Limits.from_env()
     timings: dict[str, float] = {}
     warnings: list[str] = []
-    render_id = new_render_id()
+    render_id = render_id or new_render_id()
     out_path = Path(output) if output is not None else Path(
         tempfile.gettempdir()) / f"facetalk-{render_id}.mp4"
 
