@@ -74,3 +74,12 @@ def test_flags_map_to_options() -> None:
                             "preset": "fast", "fps": None})
     assert (o.min_resolution, o.dynamic_scale, o.blink, o.inference_steps, o.fps) == (
         1024, 1.1, False, PRESETS["fast"]["inference_steps"], 25)
+
+
+def test_readme_documents_every_parameter() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
+    for f in field_info():
+        assert f"| `{f['name']}` |" in table, f["name"]

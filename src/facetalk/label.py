@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InvalidInput
+from .options import LABEL_POSITIONS
 
 _CJK_FONTS = (
     "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
@@ -60,8 +61,14 @@ class LabelOverlay:
         frame[self.y:self.y + h, self.x:self.x + w] = (region + 0.5).astype(np.uint8)
 
 
-def make_label(text: str, width: int, height: int) -> LabelOverlay:
-    """A label in the bottom-right corner, sized to the frame (white on a dark pill)."""
+#: Corners a label can sit in (the first is the default).
+POSITIONS: tuple[str, ...] = LABEL_POSITIONS
+
+
+def make_label(text: str, width: int, height: int, position: str = POSITIONS[0]) -> LabelOverlay:
+    """A label in one corner (see POSITIONS), sized to the frame (white on a dark pill)."""
+    if position not in POSITIONS:
+        raise InvalidInput(f"label position must be one of {', '.join(POSITIONS)}, got {position!r}")
     size = max(12, int(min(width, height) * 0.035))
     font = _font(text, size)
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
@@ -78,5 +85,7 @@ def make_label(text: str, width: int, height: int) -> LabelOverlay:
     alpha = box_a + ink_a * (1.0 - box_a)
     rgb = np.broadcast_to((255.0 * ink_a) / np.maximum(alpha, 1e-6), (h, w, 3)).astype(np.float32)
     margin = max(4, int(min(width, height) * 0.02))
-    return LabelOverlay(x=max(0, width - w - margin), y=max(0, height - h - margin),
+    x = max(0, width - w - margin) if position.endswith("right") else min(margin, width - w)
+    y = max(0, height - h - margin) if position.startswith("bottom") else min(margin, height - h)
+    return LabelOverlay(x=x, y=y,
                         rgb=np.ascontiguousarray(rgb), alpha=np.ascontiguousarray(alpha))

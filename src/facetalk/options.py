@@ -20,6 +20,8 @@ from .errors import InvalidInput
 
 Framing = Literal["crop", "full", "vertical"]
 FRAMINGS: tuple[str, ...] = ("crop", "full", "vertical")
+LabelPosition = Literal["bottom-right", "bottom-left", "top-right", "top-left"]
+LABEL_POSITIONS: tuple[str, ...] = ("bottom-right", "bottom-left", "top-right", "top-left")
 
 #: ``inference_steps`` below this selects the fast tier, at or above it the quality tier.
 QUALITY_STEPS = 15
@@ -70,8 +72,14 @@ class GenerationOptions:
         "crop = square face crop; full = the whole picture in its own aspect ratio; "
         "vertical = 9:16 with the face in the upper third.", choices=FRAMINGS))
     label: str | None = field(default=None, metadata=_meta(
-        "Visible label burnt into the corner, e.g. 'AI生成 / AI-generated'; off by "
+        "Visible label burnt into a corner, e.g. 'AI生成 / AI-generated'; off by "
         "default (the file's metadata always marks it AI-generated)."))
+    label_position: LabelPosition = field(default="bottom-right", metadata=_meta(
+        "Corner of the visible label.", choices=LABEL_POSITIONS))
+    watermark: bool = field(default=True, metadata=_meta(
+        "Invisible watermark (generator, version, render id, date) in every frame, "
+        "readable with 'facetalk verify' after re-encoding, scaling or cropping; "
+        "--no-watermark only where a user must not have it (recorded in the options)."))
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

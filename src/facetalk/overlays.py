@@ -1,4 +1,4 @@
-"""Per-frame overlays applied after rendering, before encoding (visible label, ...).
+"""Per-frame overlays applied after rendering, before encoding (visible label, watermark).
 
 Each overlay is built once per render and then applied to every frame in place, so
 its per-frame cost is a blend of a small precomputed patch.
@@ -13,6 +13,7 @@ import numpy as np
 from .framing import Framing
 from .label import make_label
 from .options import GenerationOptions
+from .watermark import WatermarkOverlay
 
 
 class Overlay(Protocol):
@@ -23,16 +24,21 @@ class Overlay(Protocol):
 
 
 class _Label:
-    def __init__(self, text: str, framing: Framing) -> None:
-        self.patch = make_label(text, framing.out_w, framing.out_h)
+    def __init__(self, text: str, framing: Framing, position: str) -> None:
+        self.patch = make_label(text, framing.out_w, framing.out_h, position)
 
     def apply(self, frame: np.ndarray, index: int) -> None:
         self.patch.apply(frame)
 
 
 def build_overlays(options: GenerationOptions, framing: Framing, render_id: str) -> list[Overlay]:
-    """The overlays ``options`` ask for, in drawing order."""
+    """The overlays ``options`` ask for, in drawing order.
+
+    The watermark comes last so that it covers the whole picture, label included.
+    """
     overlays: list[Overlay] = []
     if options.label:
-        overlays.append(_Label(options.label, framing))
+        overlays.append(_Label(options.label, framing, options.label_position))
+    if options.watermark:
+        overlays.append(WatermarkOverlay(framing.out_w, framing.out_h, render_id, options.fps))
     return overlays

@@ -167,7 +167,8 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
     writer = Mp4Writer(
         out_path, framing.out_w, framing.out_h, options.fps,
         iter_soundtrack(audio, sound, limits, video_s), sound.output_rate,
-        sound.output_layout, ai_metadata(render_id))
+        sound.output_layout,
+        ai_metadata(render_id, {"watermark": "on" if options.watermark else "off"}))
     try:
         buf = np.empty_like(renderer.still)
         start = time.perf_counter()

@@ -1,0 +1,114 @@
+"""Watermark unit tests: payload coding, cost per frame, imperceptibility on flat areas."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import numpy as np
+import pytest
+
+from facetalk import GenerationOptions
+from facetalk import watermark as wm
+from facetalk.framing import Framing
+from facetalk.overlays import build_overlays
+
+
+def test_payload_round_trip_and_crc() -> None:
+    bits = wm.payload_bits("0123456789abcdef", "0.1.0", dt.date(2026, 3, 4))
+    assert len(bits) >= 64 + 16
+    p = wm.parse_bits(bits)
+    assert p is not None
+    assert p.to_dict() == {"generator": "facetalk", "version": "0.1.0",
+                           "render_id": "0123456789", "date": "2026-03-04"}
+    for i in (0, 17, len(bits) - 1):  # any single flipped bit is caught by the CRC
+        broken = bits.copy()
+        broken[i] ^= 1
+        assert wm.parse_bits(broken) is None
+
+
+def test_viterbi_corrects_noisy_soft_bits() -> None:
+    bits = wm.payload_bits("fedcba9876543210")
+    coded = wm.conv_encode(bits)
+    rng = np.random.default_rng(0)
+    soft = (1.0 - 2.0 * coded) + rng.normal(0.0, 0.9, len(coded))
+    raw_errors = int(np.sum((soft < 0) != (coded == 1)))
+    assert raw_errors > 20  # the channel really is noisy...
+    assert np.array_equal(wm.viterbi_decode(soft), bits)  # ...and the code fixes it
+
+
+def test_random_noise_never_parses() -> None:
+    rng = np.random.default_rng(1)
+    hits = sum(wm.parse_bits(wm.viterbi_decode(rng.normal(size=wm._CODED_BITS))) is not None
+               for _ in range(300))
+    assert hits == 0
+
+
+def _frame(size: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(60, 200, size, dtype=np.float32)[None, :, None]
+    return np.clip(base + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size, budget_ms", [(512, 0.5), (1024, 1.0)])
+def test_embedding_cost_per_frame(size: int, budget_ms: float) -> None:
+    overlay = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
+    frame = _frame(size)
+    overlay.apply(frame, 0)  # the one-off preparation
+    times = []
+    for i in range(1, 101):
+        t0 = time.perf_counter()
+        overlay.apply(frame, i)
+        times.append(time.perf_counter() - t0)
+    assert np.median(times) * 1000 <= budget_ms, np.median(times)
+
+
+def test_flat_areas_get_only_a_faint_dither() -> None:
+    size = 256
+    flat = np.full((size, size, 3), 128, np.uint8)
+    overlay = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
+    marked = flat.copy()
+    overlay.apply(marked, 0)  # full modulation
+    diff = marked.astype(np.int16) - flat
+    assert np.abs(diff).max() <= 3
+    assert np.sqrt(np.mean(diff.astype(float) ** 2)) <= 1.0
+    psnr = 10 * np.log10(255 ** 2 / np.mean(diff.astype(float) ** 2))
+    assert psnr >= 48, psnr
+
+
+def test_textured_frame_psnr_at_least_40_db() -> None:
+    size = 384
+    frame = _frame(size, seed=3)
+    overlay = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
+    worst = np.inf
+    for i in range(25):  # one modulation period
+        marked = frame.copy()
+        overlay.apply(marked, i)
+        mse = np.mean((marked.astype(float) - frame) ** 2)
+        if mse > 0:
+            worst = min(worst, 10 * np.log10(255 ** 2 / mse))
+    assert 40.0 <= worst < 60.0, worst  # there, and within budget
+
+
+def test_option_controls_the_overlay() -> None:
+    framing = Framing(out_w=256, out_h=256, scale=1.0, origin_x=0.0, origin_y=0.0)
+    on = build_overlays(GenerationOptions(), framing, "0123456789abcdef")
+    off = build_overlays(GenerationOptions(watermark=False), framing, "0123456789abcdef")
+    assert any(isinstance(o, wm.WatermarkOverlay) for o in on)
+    assert not any(isinstance(o, wm.WatermarkOverlay) for o in off)
+    assert GenerationOptions.from_mapping({"watermark": "off"}).watermark is False
+
+
+def test_detects_in_synthetic_frames_after_a_crop() -> None:
+    rng = np.random.default_rng(4)
+    size = 320
+    overlay = wm.WatermarkOverlay(size, size, "00aa11bb22cc33dd", fps=25)
+    base = _frame(size, seed=5)
+    demod = wm.Demodulator(wm.period_frames(25))
+    for i in range(50):
+        f = np.clip(base.astype(np.int16) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+        overlay.apply(f, i)
+        demod.add(wm.luma709(f)[29:-35, 41:-23])
+    det = wm.detect(demod)
+    assert det.found and det.payload is not None
+    assert det.payload.render_id == "00aa11bb22"
