@@ -427,3 +427,46 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a3 = np.vstack([a, [0, 0, 1]])
     b3 = np.vstack([b, [0, 0, 1]])
     return (b3 @ a3)[:2].astype(np.float32)
+
+
+#: eSpeak phonemes whose lips close (p, b, m) and open vowels (trap, bath, palm, start,
+#: price, mouth): the ground truth for closure and opening checks.
+BILABIALS = frozenset({"p", "b", "m"})
+OPEN_VOWELS = frozenset({"a", "aa", "A:", "A@", "aI", "aU"})
+#: Inner-lip gap (IOD) from which a mouth counts as clearly open.
+OPEN_GAP = 0.12
+
+
+def _frames_in(start: float, end: float, fps: float, n: int) -> np.ndarray:
+    """Frames whose timestamp lies in [start, end], or the nearest one if none does."""
+    idx = np.arange(int(np.ceil(start * fps - 1e-9)), int(np.floor(end * fps + 1e-9)) + 1)
+    idx = idx[(idx >= 0) & (idx < n)]
+    if idx.size == 0:
+        idx = np.array([int(np.clip(round((start + end) / 2 * fps), 0, n - 1))])
+    return idx
+
+
+@dataclass
+class PhonemeReport:
+    """How the mouth behaves on phonemes whose timing is known (from the synthesizer)."""
+
+    bilabials: int
+    bilabials_closed: float  # share of p/b/m where the lips actually close
+    open_vowels: int
+    open_vowels_open: float  # share of open vowels where the mouth is clearly open
+
+
+def phoneme_report(track: Track, phonemes: list, margin_s: float = 0.02) -> PhonemeReport:  # type: ignore[type-arg]
+    """Closure on p/b/m (within ``margin_s``) and opening on open vowels, from a track."""
+    gap = np.where(np.isfinite(track.gap), track.gap, np.nan)
+    closed, opened = [], []
+    for p in phonemes:
+        if p.name in BILABIALS:
+            idx = _frames_in(p.start - margin_s, p.end + margin_s, track.fps, track.n)
+            closed.append(bool(np.nanmin(gap[idx]) < CLOSED_GAP))
+        elif p.name in OPEN_VOWELS:
+            idx = _frames_in(p.start, p.end, track.fps, track.n)
+            opened.append(bool(np.nanmax(gap[idx]) >= OPEN_GAP))
+    return PhonemeReport(
+        bilabials=len(closed), bilabials_closed=float(np.mean(closed)) if closed else 1.0,
+        open_vowels=len(opened), open_vowels_open=float(np.mean(opened)) if opened else 1.0)

@@ -113,10 +113,13 @@ def composite_opening(out: np.ndarray, inner_img: np.ndarray, y_up: np.ndarray,
             tooth_a = 0.0
             tooth_shade = 0.0
             if synth_teeth > 0.0 and tb >= -0.5:
-                edge = 1.0 - abs(s) ** 2.5
-                edge = edge ** 0.7 if edge > 0.0 else 0.0
-                tooth_a = _smooth01(_clamp01(1.0 - tb) * 2.5) * edge
-                tooth_shade = (0.78 + 0.22 * _clamp01(1.0 - tb)) * (0.45 + 0.55 * edge)
+                # Upper teeth just under the lip: in the lip's shadow at the top, fading
+                # into the dark below and towards the corners; never a flat bright bar.
+                edge = 1.0 - abs(s) ** 2.2
+                edge = edge ** 0.8 if edge > 0.0 else 0.0
+                tooth_a = _smooth01(_clamp01(1.0 - tb) * 2.0) * edge * 0.9
+                lip_shadow = 0.45 + 0.55 * _smooth01(tb * 2.5 + 0.2)
+                tooth_shade = lip_shadow * (0.8 - 0.15 * _clamp01(tb)) * (0.5 + 0.5 * edge)
             for c in range(3):
                 base = (0.24 if c == 0 else 0.17) * lip[c] * back * side + 0.16 * lip[c] * near
                 tongue_c = (0.46 if c == 0 else 0.3) * lip[c]

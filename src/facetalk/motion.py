@@ -28,7 +28,7 @@ from .rig import CONTROLS
 C = {name: i for i, name in enumerate(CONTROLS)}
 
 #: Lips start to move this long before a sound onset (mouth leads voice).
-ANTICIPATION_S = 0.05
+ANTICIPATION_S = 0.04
 #: A nasal murmur whose labial index (see features) is below this is an /m/.
 LABIAL_MAX = -0.4
 #: Largest residual offset lip_sync_correction will cancel.
@@ -99,18 +99,25 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool) -> dict[str
     # little on unstressed ones), with some log loudness so quiet syllables still show.
     amp = np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0)
     level = 0.2 * np.power(loud, 0.8) + 0.8 * np.power(amp, 0.8)
-    target = level * openness * speech
+    target = level * openness * speech * speechiness(feat)
 
     press = bilabial_closures(feat)
     target *= 1.0 - press
 
-    # Rounding / spreading from F2 relative to this speaker's typical F2.
+    # Rounding / spreading from F2, placed within this speaker's own F2 range (its 10th
+    # to 90th percentile over loud voiced frames), so voices of any size are treated
+    # alike: the low end is rounded (o, u), the high end spread (i, e).
     f2 = feat.f2
     ok = voiced & (f2 > 0)
-    ref = float(np.median(f2[ok])) if ok.sum() > 10 else 1500.0
-    rel = np.where(ok, f2 / ref, 1.0)
-    rnd = np.clip((0.85 - rel) / 0.25, 0.0, 1.0) * ok
-    spr = np.clip((rel - 1.12) / 0.25, 0.0, 1.0) * ok
+    strong = ok & (feat.loud > 0.4)
+    if strong.sum() > 20:
+        lo, hi = np.percentile(f2[strong], [10, 90])
+    else:
+        lo, hi = 900.0, 2300.0
+    hi = max(hi, lo + 400.0)
+    rel = np.where(ok, (f2 - lo) / (hi - lo), 0.5)
+    rnd = np.clip((0.35 - rel) / 0.25, 0.0, 1.0) * ok
+    spr = np.clip((rel - 0.65) / 0.25, 0.0, 1.0) * ok
     gate = np.clip(loud * 2.0, 0, 1) * speech
     rnd, spr = rnd * gate, spr * gate
 
@@ -119,10 +126,12 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool) -> dict[str
     press = _smooth(press, 0.012, rate)
     rnd = _smooth(rnd, 0.04 if smooth else 0.015, rate)
     spr = _smooth(spr, 0.04 if smooth else 0.015, rate)
-    # Anticipation: the mouth begins to open before the sound does.
+    # Anticipation: the mouth begins to open before the sound does -- except before a
+    # burst after silence, where the lips are shut for the plosive until its release.
     lead = int(round(ANTICIPATION_S * rate))
     if lead > 0:
         ahead = np.concatenate([target[lead:], np.zeros(lead)])
+        ahead[burst_onsets(feat)] = 0.0
         target = np.maximum(target, 0.6 * ahead)
     o = np.clip(target * dynamic_scale, 0.0, 1.3)
     # Lips part in proportion to the opening: a portrait that shows its teeth reveals
@@ -142,33 +151,102 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool) -> dict[str
     return out
 
 
-def bilabial_closures(feat: Features) -> np.ndarray:
-    """0..1 lip-closure strength per hop for stop closures and nasal murmurs.
+def _window_sum(x: np.ndarray, half: int) -> np.ndarray:
+    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    idx = np.arange(len(x))
+    return c[np.minimum(idx + half + 1, len(x))] - c[np.maximum(idx - half, 0)]
 
-    A stop closure is a short dip (30-160 ms) well below the surrounding speech level
-    that ends in a burst (a jump in spectral flux). A nasal murmur is voiced, quieter
-    than the neighbouring vowels, with its energy concentrated below 500 Hz.
+
+def speechiness(feat: Features, window_s: float = 1.5) -> np.ndarray:
+    """0..1 per hop: how much the sound around it behaves like speech.
+
+    Speech alternates voiced and voiceless sounds (about a quarter of its active time
+    is voiceless: fricatives, bursts) several times a second, and its pitch glides.
+    Tones and instrumental music are almost always voiced, change voicing rarely and
+    hold each pitch. Scored over a sliding window so a long vowel inside speech still
+    counts as speech; the mouth opening is scaled by it, so a tone or a tune leaves
+    the mouth at rest instead of chattering with the beat.
+    """
+    n = feat.n
+    if n == 0:
+        return np.zeros(0)
+    half = max(1, int(window_s * feat.rate / 2))
+    act = feat.vad.astype(float)
+    voiced = (feat.voiced & feat.vad)
+    unvoiced = (feat.vad & ~feat.voiced).astype(float)
+    trans = np.zeros(n)
+    trans[1:] = (voiced[1:] != voiced[:-1]) & feat.vad[1:] & feat.vad[:-1]
+    f0 = np.maximum(feat.f0, 1.0)
+    pair = np.zeros(n)
+    pair[1:] = voiced[1:] & voiced[:-1]
+    steady = np.zeros(n)
+    steady[1:] = pair[1:] * (np.abs(np.diff(np.log2(f0))) < 0.004)
+    active = _window_sum(act, half)
+    u = _window_sum(unvoiced, half) / np.maximum(active, 1.0)
+    t = _window_sum(trans, half) / (2 * half / feat.rate)
+    st = _window_sum(steady, half) / np.maximum(_window_sum(pair, half), 1.0)
+    score = np.clip(0.6 * np.clip(u / 0.1, 0, 1) + 0.4 * np.clip((t - 2.0) / 4.0, 0, 1), 0, 1)
+    # Held pitch with hardly any voiceless sound: an instrument, not a voice.
+    held = np.clip((st - 0.55) / 0.25, 0, 1) * (1.0 - np.clip(u / 0.05, 0, 1))
+    score *= 1.0 - held
+    score[active < 10] = 1.0  # too little sound around to judge: trust the level
+    return _smooth(score, 0.2, feat.rate)
+
+
+def bilabial_closures(feat: Features) -> np.ndarray:
+    """0..1 lip-closure strength per hop: stop closures, voice bars, /m/ murmurs.
+
+    * A stop closure is a short dip (30-160 ms) well below the surrounding speech level
+      ending in a burst (a jump in spectral flux). p, b but also t, d, k, g look alike
+      here: their place of articulation is not told apart, so alveolar and velar stops
+      close the lips briefly too (visually a blink of the lips, not a wrong shape).
+    * A voice bar (voiced closure of b, d, g) is a weak, almost purely low-frequency
+      stretch of voicing, 20-150 ms, clearly below the neighbouring vowels.
+    * A nasal murmur is voiced, quieter than the neighbouring vowels, with its energy
+      below 500 Hz; only murmurs with the labial cue (see features) close the lips: /m/
+      yes, /n/ and /ng/ no. The level is compared with the loudest sound within
+      150 ms on either side, so a long /m/ after a vowel still counts.
     """
     n = feat.n
     rate = feat.rate
     press = np.zeros(n)
     env = maximum_filter1d(feat.db, size=int(0.15 * rate) | 1)
-    dip = (feat.db < env - 14.0)
-    for s, e in _runs(dip):
+    env_long = maximum_filter1d(feat.db, size=int(0.3 * rate) | 1)
+    flux_ref = float(np.median(feat.flux[feat.vad] if feat.vad.any() else feat.flux))
+    for s, e in _runs(feat.db < env - 14.0):
         dur = (e - s) / rate
         if not 0.03 <= dur <= 0.16:
             continue
         before = feat.vad[max(0, s - 8):s].any()
         after_burst = feat.flux[e:min(n, e + 4)].max(initial=0.0)
-        if before and after_burst > 1.2 * np.median(feat.flux[feat.vad] if feat.vad.any() else feat.flux):
+        if before and after_burst > 1.2 * flux_ref:
+            press[s:e] = 1.0
+    bar = (feat.voiced & (feat.low_ratio > 0.95) & (feat.high_ratio < 0.03)
+           & (feat.db < env_long - 10.0))
+    for s, e in _runs(bar):
+        if 0.02 <= (e - s) / rate <= 0.15:
             press[s:e] = 1.0
     nasal = (feat.voiced & (feat.low_ratio > 0.8) & (feat.high_ratio < 0.05)
-             & (feat.db < env - 5.0))
+             & ((feat.db < env - 5.0) | (feat.db < env_long - 6.0)))
     for s, e in _runs(nasal):
-        # Only the bilabial nasal (/m/) closes the lips; /n/ and /ng/ keep them apart.
         if (e - s) / rate >= 0.03 and float(np.median(feat.labial[s:e])) < LABIAL_MAX:
             press[s:e] = 1.0
     return press
+
+
+def burst_onsets(feat: Features) -> np.ndarray:
+    """Hops where speech starts with a burst (a plosive released after silence).
+
+    Lips closed for p/b stay closed until the release, so such onsets get no
+    anticipatory opening.
+    """
+    out = np.zeros(feat.n, bool)
+    flux_ref = float(np.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
+    for s, _ in _runs(feat.vad):
+        window = slice(s, min(feat.n, s + 3))
+        if s > 0 and feat.flux[window].max(initial=0.0) > 2.0 * flux_ref:
+            out[max(0, s - 8):s + 1] = True
+    return out
 
 
 def blink_curve(n: int, rate: float, vad: np.ndarray, rng: np.random.Generator

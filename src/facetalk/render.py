@@ -350,7 +350,8 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
         lum = interior_px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         skin_lum = float(skin_rgb @ np.array([0.299, 0.587, 0.114]))
         portrait_teeth = bool(np.percentile(lum, 80) > 0.85 * skin_lum)
-    teeth_rgb = 0.82 * np.array([236.0, 232.0, 222.0]) + 0.18 * skin_rgb
+    # Synthetic teeth take the warmth of the portrait's own light (its skin).
+    teeth_rgb = 0.6 * np.array([232.0, 226.0, 212.0]) + 0.4 * skin_rgb
     gain = np.ones(len(CONTROLS), np.float32)
     if portrait_teeth:
         # The upper lip already sits on the teeth; raising it would bare a strip of gum.

@@ -342,15 +342,19 @@ def _control_fields(lm: np.ndarray, uv: np.ndarray, frame: FaceFrame, n: int,
         fade = (0.6, 0.25, 0.05, 0.0)[k]
         for j, i in enumerate(ids):
             jaw_fixed[int(i)] = jaw_fixed[L.FACE_OVAL[j]] * fade
+    # The opening is a lens: the lower lip drops most at the centre, the corners about a
+    # third as much, and the upper lip follows the corners right next to them, so the
+    # opening tapers to the corners instead of ending in a box.
+    corner_drop = 0.35
     for i in up_in + up_out:
-        jaw_fixed[i] = zero2
-    # The lower lip drops most at the centre: the opening becomes an oval, not a crescent.
+        side = min(1.0, abs(uv[i, 0]) / half_w)
+        jaw_fixed[i] = np.array([0.0, corner_drop * side**4 * JAW_DROP])
     for i in lo_in + lo_out:
         side = min(1.0, abs(uv[i, 0]) / half_w)
-        jaw_fixed[i] = np.array([0.0, (0.45 + 0.4 * (1.0 - side * side) ** 0.6) * JAW_DROP])
+        jaw_fixed[i] = np.array([0.0, (corner_drop + 0.5 * (1.0 - side * side)) * JAW_DROP])
     for i in corners:
         inward = -0.12 * np.sign(uv[i, 0])
-        jaw_fixed[i] = np.array([inward * JAW_DROP, 0.4 * JAW_DROP])
+        jaw_fixed[i] = np.array([inward * JAW_DROP, corner_drop * JAW_DROP])
     above = {i for i in range(n) if v[i] < -0.62 and i not in jaw_fixed}
     fields["jaw"] = field(jaw_fixed, above | eyes | brows | nose)
 
