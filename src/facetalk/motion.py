@@ -99,7 +99,8 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool) -> dict[str
     # little on unstressed ones), with some log loudness so quiet syllables still show.
     amp = np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0)
     level = 0.2 * np.power(loud, 0.8) + 0.8 * np.power(amp, 0.8)
-    target = level * openness * speech * speechiness(feat)
+    voice = speechiness(feat)
+    target = level * openness * speech * voice
 
     press = bilabial_closures(feat)
     target *= 1.0 - press
@@ -118,7 +119,7 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool) -> dict[str
     rel = np.where(ok, (f2 - lo) / (hi - lo), 0.5)
     rnd = np.clip((0.35 - rel) / 0.25, 0.0, 1.0) * ok
     spr = np.clip((rel - 0.65) / 0.25, 0.0, 1.0) * ok
-    gate = np.clip(loud * 2.0, 0, 1) * speech
+    gate = np.clip(loud * 2.0, 0, 1) * speech * voice
     rnd, spr = rnd * gate, spr * gate
 
     sig = 0.025 if smooth else 0.01
