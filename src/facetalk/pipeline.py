@@ -26,7 +26,7 @@ from .image import Source, load_portrait
 from .motion import plan_motion
 from .options import GenerationOptions
 from .overlays import build_overlays
-from .render import make_renderer
+from .render import make_renderer, warm_up
 from .rig import build_rig
 from .settings import Limits
 from .video import Mp4Writer, ai_metadata, new_render_id
@@ -122,6 +122,10 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
         timings[name] = timings.get(name, 0.0) + now - clock
         clock = now
 
+    # 0. load the compiled render kernels in the background meanwhile
+    warmer = threading.Thread(target=warm_up, name="facetalk-warm-up", daemon=True)
+    warmer.start()
+
     # 1. decode inputs (cheap checks first: limits, formats)
     report("loading", 0.0)
     sound = load_audio(audio, limits)
@@ -158,6 +162,7 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
     check_cancel()
 
     # 5. prepare the renderer (framing, working image, still frame)
+    warmer.join()
     framing = plan_framing(face, options)
     renderer = make_renderer(face, rig, framing, options.quality_tier == "quality")
     overlays = build_overlays(options, framing, render_id)

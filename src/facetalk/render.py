@@ -264,6 +264,23 @@ class Renderer:
 # setup
 
 
+def warm_up() -> None:
+    """Load the compiled kernels (numba's on-disk cache) with tiny inputs.
+
+    Run in a background thread while the face is being analysed, so the first frame
+    does not wait for it.
+    """
+    dst = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    tri, kind = np.array([[0, 1, 2]], np.int32), np.ones(1, np.uint8)
+    mx, my, lab = np.zeros((6, 6), np.float32), np.zeros((6, 6), np.float32), np.zeros((6, 6), np.uint8)
+    rasterize(dst, dst, tri, kind, mx, my, lab)  # whole buffers...
+    rasterize(dst, dst, tri, kind, mx[1:5, 1:5], my[1:5, 1:5], lab[1:5, 1:5])  # ...and boxes in them
+    frame = np.zeros((6, 6, 3), np.uint8)
+    cols = np.zeros(4)
+    composite_opening(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
+                      cols, 1.0, np.ones(6), np.ones(3), np.ones(3), 0)
+
+
 def _mean_in(img: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     if mask.sum() < 4:
         return fallback
