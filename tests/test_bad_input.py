@@ -174,3 +174,19 @@ def test_audio_limit_is_configurable(short_speech: Path) -> None:
 def test_missing_file(tmp_path: Path, out: Path, short_speech: Path) -> None:
     proc = run_cli("render", tmp_path / "nope.jpg", short_speech, "-o", out)
     assert_clean_failure(proc, out, "not found")
+
+
+def test_header_beyond_pillows_own_bomb_limit(tmp_path: Path) -> None:
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    pic = tmp_path / "bomb.png"
+    pic.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0"))
+                    + chunk(b"IEND", b""))
+    with pytest.raises(LimitExceeded):
+        load_portrait(pic)

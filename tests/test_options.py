@@ -83,3 +83,10 @@ def test_readme_documents_every_parameter() -> None:
     table = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
     for f in field_info():
         assert f"| `{f['name']}` |" in table, f["name"]
+
+
+def test_text_fields_refuse_other_types() -> None:
+    with pytest.raises(InvalidInput):
+        GenerationOptions(label=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        GenerationOptions(framing=3)  # type: ignore[arg-type]

@@ -59,6 +59,12 @@ def load_portrait(src: Source, limits: Limits | None = None) -> np.ndarray:
             im = Image.open(stream)
         except UnidentifiedImageError:
             raise UnsupportedMedia("the portrait is not an image format facetalk can read") from None
+        except Image.DecompressionBombError as exc:
+            # Pillow refuses headers far beyond its own limit before we see the size.
+            raise LimitExceeded(
+                f"the portrait is far larger than the limit of {limits.max_image_pixels / 1e6:.1f} "
+                f"megapixels ({exc})",
+                hint="Resize the picture; 2-4 megapixels is plenty for a talking portrait.") from None
         except (OSError, ValueError, SyntaxError) as exc:
             raise UnsupportedMedia(f"the portrait could not be read: {exc}") from None
         w, h = im.size

@@ -91,6 +91,8 @@ class GenerationOptions:
             kind = _base_type(f)
             if kind is bool and not isinstance(value, bool):
                 raise InvalidInput(f"{f.name} must be true or false, got {value!r}")
+            if kind is str and not isinstance(value, str):
+                raise InvalidInput(f"{f.name} must be text, got {value!r}")
             if kind in (int, float) and (isinstance(value, bool)
                                          or not isinstance(value, (int, float))):
                 raise InvalidInput(f"{f.name} must be a number, got {value!r}")
