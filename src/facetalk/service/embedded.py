@@ -1,0 +1,523 @@
+"""The embedded queue: the SQLite job store plus N supervised render processes.
+
+One supervisor thread in the server owns the workers. It claims queued jobs from the
+store (oldest first), sends each to an idle render process over a pipe, writes the
+progress it gets back, and enforces the rules that keep one box healthy:
+
+- **timeout**: a render past its deadline is SIGKILLed and its job marked failed;
+- **cancel**: the worker's cancel event is set (the engine checks it before every
+  frame); a render that has not stopped one second later is SIGKILLed;
+- **crash**: a worker that dies mid-job is replaced and the job goes back to the
+  queue, until ``max_attempts`` starts have been used up;
+- **restart**: at start-up, jobs the store still calls running (the server was
+  killed) go back to the queue under the same attempt rule; half-written outputs and
+  uploads are removed;
+- **retention**: finished jobs' inputs and outputs are deleted on schedule.
+
+Processes, not threads, because only a process can be stopped for certain (a thread
+stuck in native code cannot), and because renders then use both cores without the GIL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .errors import JobNotFound, JobTimeout, QueueFull, WorkerCrashed
+from .logs import log
+from .settings import ServiceSettings
+from .storage import Storage, valid_job_id
+from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob, StateListener
+
+_log = logging.getLogger("facetalk.queue")
+
+#: A render that ignores its cancel flag this long is killed.
+CANCEL_GRACE_S = 1.0
+#: Progress is written to the database at most this often per job.
+PROGRESS_WRITE_S = 0.5
+#: Rows of finished jobs are kept this long after their files are gone (for status and audit).
+ROW_KEEP_S = 7 * 24 * 3600.0
+#: A worker that died is replaced no sooner than this (no fork storm on a crash loop).
+RESPAWN_DELAY_S = 1.0
+
+
+@dataclass
+class _Slot:
+    """One render process and the job it is running."""
+
+    index: int
+    proc: subprocess.Popen[bytes] | None = None
+    conn: Connection | None = None
+    pid: int | None = None
+    ready: bool = False
+    job: Job | None = None
+    deadline: float = 0.0
+    started: float = 0.0
+    cancel_at: float | None = None
+    stop_reason: str | None = None  # "cancel" or "shutdown" once the cancel event is set
+    last_write: float = 0.0
+    died_at: float = 0.0
+    exitcode: int | None = None
+
+
+class EmbeddedQueue:
+    """JobQueue backed by SQLite and local render processes (see module docstring)."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.storage = Storage(settings.storage)
+        self.storage.prepare()
+        self.store = JobStore(settings.db_path)
+        self._queued = self.store.counts()[QUEUED]
+        self.store.add_listener(self._count_queued)
+        self._slots = [_Slot(i) for i in range(settings.workers)]
+        self._cancel_ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_sweep = 0.0
+        # Wall seconds per (video second x pixel scale), learnt from finished renders;
+        # the prior is deliberately pessimistic until the first job finishes.
+        self._speed = 2.0
+        self._overhead = 1.0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover what a crash left behind, then start the supervisor and workers."""
+        self._recover()
+        self._thread = threading.Thread(target=self._supervise, name="facetalk-supervisor",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop workers; running jobs are requeued with their attempt refunded."""
+        self._stopping.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.store.close()
+
+    # -- the JobQueue interface -----------------------------------------------------------
+    def submit(self, new: NewJob) -> Job:
+        """Insert a queued job (inputs already in storage) and wake the supervisor."""
+        try:
+            job = self.store.insert(new, self.settings.max_queued)
+        except OverflowError:
+            raise QueueFull(f"the queue is full ({self.settings.max_queued} jobs waiting)",
+                            retry_after=self.retry_after()) from None
+        self._wake()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The job or None."""
+        return self.store.get(job_id) if valid_job_id(job_id) else None
+
+    def page(self, limit: int, before_seq: int | None = None,
+             status: str | None = None) -> list[Job]:
+        """Newest first."""
+        return self.store.page(limit, before_seq, status)
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job now, or signal the worker running it."""
+        job = self.get(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id}")
+        if job.status == QUEUED:
+            done = self.store.finish(job_id, CANCELLED, expect=(QUEUED,), error={
+                "error": "cancelled", "detail": "cancelled before it started", "hint": ""})
+            if done is not None:
+                self._after_final(done)
+                return done
+            job = self.get(job_id) or job  # claimed meanwhile: cancel it as running
+        if job.status == RUNNING:
+            self.store.request_cancel(job_id)
+            with self._lock:
+                self._cancel_ids.add(job_id)
+            self._wake()
+        return self.get(job_id) or job
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a finished job's row and files."""
+        if not self.store.delete(job_id):
+            return False
+        self.storage.delete_job(job_id)
+        return True
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per state."""
+        return self.store.counts()
+
+    def is_full(self) -> bool:
+        """Whether the queue is at ``max_queued`` (from memory: no I/O, safe on the event loop).
+
+        A pre-check only: the store's insert enforces the bound inside a transaction.
+        """
+        return self._queued >= self.settings.max_queued
+
+    def _count_queued(self, job: Job, previous: str | None, extra: dict[str, Any]) -> None:
+        with self._lock:
+            self._queued += (job.status == QUEUED) - (previous == QUEUED)
+
+    def add_listener(self, fn: StateListener) -> None:
+        """Observe state changes (audit log, metrics)."""
+        self.store.add_listener(fn)
+
+    def health(self) -> dict[str, Any]:
+        """Workers alive/busy, database reachable."""
+        alive = [s for s in self._slots if s.proc is not None and s.proc.poll() is None and s.ready]
+        return {
+            "ready": bool(alive) and self.store.ping() and self._thread is not None
+            and self._thread.is_alive(),
+            "workers": len(self._slots),
+            "workers_ready": len(alive),
+            "workers_busy": sum(1 for s in self._slots if s.job is not None),
+            "worker_pids": [s.pid for s in self._slots if s.pid is not None],
+        }
+
+    def eta(self, job: Job) -> float | None:
+        """Seconds until ``job`` is done, from measured render speed (an estimate)."""
+        if job.final:
+            return None
+        own = self._estimate(job.video_seconds, int(job.options.get("min_resolution", 512)))
+        if job.status == RUNNING:
+            if job.eta_s is not None:
+                return job.eta_s
+            return max(own * (1.0 - job.progress), 0.0)
+        ahead = self.store.queued_ahead()[: job.queue_position or 0]
+        busy = [s.job for s in self._slots if s.job is not None]
+        backlog = sum(self._estimate(v, r) for v, r in ahead)
+        backlog += sum(self._estimate(j.video_seconds, int(j.options.get("min_resolution", 512)))
+                       * (1.0 - j.progress) for j in busy)
+        return backlog / len(self._slots) + own
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: about one job's turn, at least 1."""
+        return max(1, int(round(self._overhead + self._speed * 2.0 / len(self._slots))))
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the live render processes (tests kill them to prove crash safety)."""
+        return [s.pid for s in self._slots if s.pid is not None]
+
+    # -- recovery -------------------------------------------------------------------------
+    def _recover(self) -> None:
+        for job in self.store.running():
+            self.storage.delete_partials(job.id)
+            if job.cancel_requested:
+                done = self.store.finish(job.id, CANCELLED, error={
+                    "error": "cancelled", "detail": "cancelled while the server was down",
+                    "hint": ""})
+            elif job.attempts >= self.settings.max_attempts:
+                done = self.store.finish(job.id, FAILED, error=WorkerCrashed(
+                    f"the render was interrupted {job.attempts} times "
+                    f"(limit {self.settings.max_attempts}); giving up").to_dict())
+            else:
+                self.store.requeue(job.id, reason="server restarted")
+                continue
+            if done is not None:
+                self._after_final(done)
+        known = {j.id for j in self.store.page(10**9)}
+        for d in self.storage.jobs.iterdir():
+            if d.name not in known and valid_job_id(d.name):
+                self.storage.delete_job(d.name)  # stored, but the server died before the insert
+
+    # -- the supervisor thread -------------------------------------------------------------
+    def _supervise(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._ensure_workers()
+                self._dispatch()
+                self._wait(0.25)
+                now = time.monotonic()
+                self._check_deadlines(now)
+                self._check_cancels(now)
+                if now >= self._next_sweep:
+                    self._sweep()
+                    self._next_sweep = now + min(60.0, max(1.0, self.settings.retention / 10))
+        except Exception:
+            _log.exception("the supervisor crashed; no new jobs will start")
+            raise
+        finally:
+            self._shutdown()
+            self.store.close()
+
+    def _ensure_workers(self) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.proc is None and now - slot.died_at >= RESPAWN_DELAY_S:
+                self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        # A fresh interpreter running facetalk.service.worker, talking over a socket pair
+        # (multiprocessing's Connection framing). Not multiprocessing.Process: its spawn
+        # mode re-imports the server's __main__, which breaks embedding the app.
+        ours, theirs = socket.socketpair()
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+        config = json.dumps({"parent_pid": os.getpid(), "log_level": level,
+                             "limits": asdict(self.settings.limits)})
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "facetalk.service.worker", str(theirs.fileno()), config],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            slot.died_at = time.monotonic()
+            _log.exception("cannot start a render process")
+            return
+        finally:
+            theirs.close()
+        slot.proc, slot.conn = proc, Connection(ours.detach())
+        slot.pid, slot.ready = proc.pid, False
+        log(_log, logging.INFO, "render process started", worker=slot.index, pid=proc.pid)
+
+    def _dispatch(self) -> None:
+        for slot in self._slots:
+            if self._stopping.is_set():
+                return
+            if not slot.ready or slot.job is not None or slot.conn is None:
+                continue
+            job = self.store.claim_next()
+            if job is None:
+                return
+            if job.cancel_requested:
+                self._finish(slot, job, CANCELLED, error={
+                    "error": "cancelled", "detail": "cancelled before it started", "hint": ""})
+                continue
+            slot.job, slot.started = job, time.monotonic()
+            slot.deadline = slot.started + job.timeout_s
+            slot.cancel_at, slot.stop_reason, slot.last_write = None, None, 0.0
+            try:
+                slot.conn.send(("job", job.id, str(self.storage.input_path(job.id, "portrait")),
+                                str(self.storage.input_path(job.id, "audio")), job.options,
+                                str(self.storage.output_path(job.id))))
+            except OSError:
+                self._worker_died(slot)
+
+    def _wait(self, timeout: float) -> None:
+        # A worker's death shows up as end-of-file on its socket: one wait covers both.
+        watch: list[Any] = [self._wake_r] + [s.conn for s in self._slots if s.conn is not None]
+        for ready in wait(watch, timeout):
+            if ready is self._wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    while self._wake_r.recv(4096):
+                        pass
+                continue
+            for slot in self._slots:
+                if ready is slot.conn:
+                    self._drain(slot)
+
+    def _drain(self, slot: _Slot) -> None:
+        """Handle every message waiting from one worker."""
+        while slot.conn is not None:
+            try:
+                if not slot.conn.poll():
+                    return
+                msg = slot.conn.recv()
+            except (EOFError, OSError):
+                if slot.proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        slot.proc.wait(2.0)
+                self._worker_died(slot)
+                return
+            self._handle(slot, msg)
+
+    def _handle(self, slot: _Slot, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "ready":
+            slot.ready = True
+            return
+        job = slot.job
+        if job is None or msg[1] != job.id:
+            return  # a late message about a job we already gave up on
+        if kind == "progress":
+            now = time.monotonic()
+            if now - slot.last_write >= PROGRESS_WRITE_S:
+                slot.last_write = now
+                _, _, fraction, stage, done, total, eta = msg
+                self.store.set_progress(job.id, float(fraction), str(stage), int(done),
+                                        int(total), eta)
+        elif kind == "done":
+            result = msg[2]
+            self._learn(job, result)
+            self._finish(slot, job, SUCCEEDED, result=result)
+        elif kind == "failed":
+            if msg[3]:
+                log(_log, logging.ERROR, "render failed with an internal error", job=job.id,
+                    error_id=msg[3])
+            self._finish(slot, job, FAILED, error=msg[2])
+        elif kind == "cancelled":
+            if slot.stop_reason == "shutdown":
+                self.store.requeue(job.id, refund_attempt=True, reason="server stopping")
+                self._release(slot)
+            else:
+                self._finish(slot, job, CANCELLED, error={
+                    "error": "cancelled", "detail": "cancelled while rendering", "hint": ""})
+
+    def _finish(self, slot: _Slot, job: Job, status: str, *, result: dict[str, Any] | None = None,
+                error: dict[str, Any] | None = None) -> None:
+        self._release(slot)
+        if status != SUCCEEDED:
+            self.storage.delete_partials(job.id)
+        done = self.store.finish(job.id, status, result=result, error=error)
+        if done is not None:
+            self._after_final(done)
+        with self._lock:
+            self._cancel_ids.discard(job.id)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.job, slot.cancel_at, slot.stop_reason = None, None, None
+
+    def _after_final(self, job: Job) -> None:
+        """Privacy first: with retention 0 the inputs go the moment the job ends."""
+        if self.settings.retention <= 0:
+            self.storage.delete_inputs(job.id)
+            self.store.mark_deleted(job.id, inputs=True)
+
+    def _worker_died(self, slot: _Slot) -> None:
+        """A worker exited without being asked: requeue its job (attempts permitting)."""
+        if slot.proc is None:
+            return
+        self._reap(slot)
+        code = slot.exitcode
+        job = slot.job
+        self._release(slot)
+        if job is None:
+            if not self._stopping.is_set():
+                log(_log, logging.WARNING, "idle render process exited", worker=slot.index,
+                    exitcode=code)
+            return
+        self.storage.delete_partials(job.id)
+        log(_log, logging.WARNING, "render process died during a job", worker=slot.index,
+            exitcode=code, job=job.id, attempt=job.attempts)
+        if job.cancel_requested or job.id in self._cancel_ids:
+            self._finish(slot, job, CANCELLED, error={
+                "error": "cancelled", "detail": "cancelled while rendering", "hint": ""})
+        elif job.attempts >= self.settings.max_attempts:
+            self._finish(slot, job, FAILED, error=WorkerCrashed(
+                f"the render process died on all {job.attempts} attempts "
+                f"(last exit code {code})").to_dict())
+        else:
+            self.store.requeue(job.id, reason=f"render process died (exit code {code})")
+
+    def _reap(self, slot: _Slot) -> None:
+        if slot.proc is not None:
+            if slot.proc.poll() is None:
+                slot.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                slot.proc.wait(5.0)
+            slot.exitcode = slot.proc.returncode
+        if slot.conn is not None:
+            slot.conn.close()
+        slot.proc, slot.conn, slot.pid, slot.ready = None, None, None, False
+        slot.died_at = time.monotonic()
+
+    def _kill(self, slot: _Slot, status: str, error: dict[str, Any]) -> None:
+        """SIGKILL a render that will not stop by itself and record why."""
+        job = slot.job
+        assert job is not None
+        log(_log, logging.WARNING, "killing a render process", worker=slot.index, pid=slot.pid,
+            job=job.id, reason=error.get("error"))
+        self._reap(slot)
+        self._finish(slot, job, status, error=error)
+
+    def _check_deadlines(self, now: float) -> None:
+        for slot in self._slots:
+            if slot.job is not None and now > slot.deadline:
+                self._kill(slot, FAILED, JobTimeout(
+                    f"the render took longer than {slot.job.timeout_s:.0f} s and was stopped"
+                ).to_dict())
+
+    def _check_cancels(self, now: float) -> None:
+        with self._lock:
+            wanted = set(self._cancel_ids)
+        for slot in self._slots:
+            job = slot.job
+            if job is None:
+                continue
+            if job.id in wanted and slot.cancel_at is None:
+                slot.cancel_at, slot.stop_reason = now, "cancel"
+                self._send(slot, ("cancel", job.id))
+            elif slot.cancel_at is not None and now - slot.cancel_at > CANCEL_GRACE_S:
+                if slot.stop_reason == "shutdown":
+                    self._reap(slot)
+                    self.store.requeue(job.id, refund_attempt=True, reason="server stopping")
+                    self._release(slot)
+                else:
+                    self._kill(slot, CANCELLED, {"error": "cancelled",
+                                                 "detail": "cancelled while rendering",
+                                                 "hint": ""})
+        # Claims happen on this thread, so a running job is always in a slot here: a
+        # request for a job no slot holds is settled (the job ended meanwhile).
+        running = {s.job.id for s in self._slots if s.job is not None}
+        with self._lock:
+            self._cancel_ids -= wanted - running
+
+    def _sweep(self) -> None:
+        """Retention: delete inputs and outputs on schedule, then forget old rows."""
+        now = time.time()
+        for job_id in self.store.finished_before(now - self.settings.retention, inputs=True):
+            self.storage.delete_inputs(job_id)
+            self.store.mark_deleted(job_id, inputs=True)
+        for job_id in self.store.finished_before(now - self.settings.output_retention,
+                                                 output=True):
+            self.storage.delete_job(job_id)
+            self.store.mark_deleted(job_id, inputs=True, output=True)
+        self.store.purge_rows(now - self.settings.output_retention - ROW_KEEP_S)
+
+    def _shutdown(self) -> None:
+        """Ask busy workers to stop, requeue their jobs, then end every process."""
+        busy = [s for s in self._slots if s.job is not None]
+        for slot in busy:
+            slot.cancel_at, slot.stop_reason = time.monotonic(), "shutdown"
+            self._send(slot, ("cancel", slot.job.id if slot.job else ""))
+        end = time.monotonic() + 3.0
+        while any(s.job is not None for s in self._slots) and time.monotonic() < end:
+            self._wait(0.1)
+        for slot in self._slots:
+            if slot.job is not None:
+                job = slot.job
+                self._reap(slot)
+                self.store.requeue(job.id, refund_attempt=True, reason="server stopping")
+                self._release(slot)
+            if slot.conn is not None:
+                with contextlib.suppress(OSError):
+                    slot.conn.send(("stop",))
+        for slot in self._slots:
+            if slot.proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    slot.proc.wait(3.0)
+            self._reap(slot)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _send(self, slot: _Slot, msg: tuple[Any, ...]) -> None:
+        """Message a worker; a dead one is noticed by the next wait (EOF on its socket)."""
+        if slot.conn is not None:
+            with contextlib.suppress(OSError):
+                slot.conn.send(msg)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"x")
+
+    def _estimate(self, video_seconds: float, min_resolution: int) -> float:
+        scale = max(0.25, (min_resolution / 512.0) ** 2)
+        return self._overhead + self._speed * video_seconds * scale
+
+    def _learn(self, job: Job, result: dict[str, Any]) -> None:
+        """Update the speed estimate (exponential average over finished renders)."""
+        scale = max(0.25, (int(job.options.get("min_resolution", 512)) / 512.0) ** 2)
+        work = max(float(result.get("duration", 0.0)) * scale, 1e-3)
+        speed = max(float(result.get("wall_s", 0.0)) - self._overhead, 0.0) / work
+        self._speed = 0.7 * self._speed + 0.3 * speed
