@@ -7,19 +7,22 @@ every frame, so a service can stop a render within a frame's time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 
 from .audio import iter_soundtrack, load_audio
 from .errors import Cancelled, FacetalkError, RenderError
-from .face import analyze_face
+from .face import FaceModel, analyze_face
 from .features import analyze
 from .framing import plan_framing
 from .image import Source, load_portrait
@@ -27,7 +30,7 @@ from .motion import plan_motion
 from .options import GenerationOptions
 from .overlays import build_overlays
 from .render import make_renderer, warm_up
-from .rig import build_rig
+from .rig import Rig, build_rig
 from .settings import Limits
 from .video import Mp4Writer, ai_metadata, new_render_id
 
@@ -85,6 +88,53 @@ def _cancelled(flag: CancelFlag) -> bool:
     return bool(flag())
 
 
+class _Background:
+    """Run ``fn(*args)`` in a thread; ``result()`` joins and returns or re-raises."""
+
+    def __init__(self, fn: Callable[..., object], *args: object) -> None:
+        self._value: object = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _analyze_portrait(image: np.ndarray) -> tuple[FaceModel, Rig]:
+    face = analyze_face(image)
+    return face, build_rig(face.landmarks)
+
+
+@contextlib.contextmanager
+def _render_threads() -> Iterator[None]:
+    """One thread for BLAS and OpenCV while a render runs, restored afterwards.
+
+    The encoder already keeps the cores busy; idle BLAS threads spin (sched_yield)
+    after every tiny per-frame matrix product and OpenCV's pool competes with x264,
+    so more threads here cost time instead of saving it (measured: a third of the
+    CPU went to system time with the defaults).
+    """
+    from threadpoolctl import threadpool_limits
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def generate(portrait: Source, audio: Source, options: GenerationOptions | None = None,
              on_progress: ProgressCallback = None, *, output: str | os.PathLike[str] | None = None,
              limits: Limits | None = None, cancel: CancelFlag = None,
@@ -97,6 +147,15 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
     :class:`~facetalk.errors.FacetalkError` subclass for bad input or cancellation; no
     partial file is left behind on any failure.
     """
+    with _render_threads():
+        return _generate(portrait, audio, options, on_progress, output, limits, cancel,
+                         render_id)
+
+
+def _generate(portrait: Source, audio: Source, options: GenerationOptions | None,
+              on_progress: ProgressCallback, output: str | os.PathLike[str] | None,
+              limits: Limits | None, cancel: CancelFlag, render_id: str | None
+              ) -> GenerationResult:
     options = options or GenerationOptions()
     limits = limits or Limits.from_env()
     timings: dict[str, float] = {}
@@ -126,29 +185,32 @@ def generate(portrait: Source, audio: Source, options: GenerationOptions | None 
     warmer = threading.Thread(target=warm_up, name="facetalk-warm-up", daemon=True)
     warmer.start()
 
-    # 1. decode inputs (cheap checks first: limits, formats)
+    # 1. decode the portrait (cheap checks first: limits, format)
     report("loading", 0.0)
-    sound = load_audio(audio, limits)
     image = load_portrait(portrait, limits)
-    lap("decode")
-    check_cancel()
 
-    # 2. analyze the face (once per portrait)
-    report("face", 0.02)
-    face = analyze_face(image)
+    # 2. analyze the face (once per portrait) in a thread, while this one decodes and
+    #    analyzes the audio: the two do not depend on each other.
+    face_job = _Background(_analyze_portrait, image)
+
+    # 3. audio: decode, then acoustic features
+    try:
+        sound = load_audio(audio, limits)
+        lap("decode")
+        check_cancel()
+        report("audio", 0.03)
+        feats = analyze(sound.samples, sound.sample_rate)
+        lap("features")
+    finally:
+        face, rig = face_job.result()  # re-raises NoFaceFound and friends
+    lap("face")  # only the wait beyond the audio stages: the two overlap
+    report("face", 0.05)
     warnings += face.warnings
-    rig = build_rig(face.landmarks)
     if rig.source_gap > 0.3:
         warnings.append("the portrait's mouth is wide open; closing it stretches the lips")
-    lap("face")
-    check_cancel()
-
-    # 3. audio features
-    report("audio", 0.05)
-    feats = analyze(sound.samples, sound.sample_rate)
     if not feats.vad.any():
         warnings.append("no speech was detected in the audio; the mouth stays closed")
-    lap("features")
+    check_cancel()
 
     # 4. plan the motion for every frame
     duration = options.duration if options.duration is not None else sound.duration

@@ -165,8 +165,10 @@ class Renderer:
         rasterize((dst - origin) / c, self.src_work, self.rig.tris, self.rig.kinds,
                   mx, my, label)
         big = (cshape[1] * c, cshape[0] * c)
-        ux = cv2.resize(mx, big, interpolation=cv2.INTER_LINEAR)
-        uy = cv2.resize(my, big, interpolation=cv2.INTER_LINEAR)
+        ux = self._buffer("ux", (big[1], big[0]), np.float32)
+        uy = self._buffer("uy", (big[1], big[0]), np.float32)
+        cv2.resize(mx, big, dst=ux, interpolation=cv2.INTER_LINEAR)
+        cv2.resize(my, big, dst=uy, interpolation=cv2.INTER_LINEAR)
         np.copyto(map_x, ux[c:c + shape[0], c:c + shape[1]])
         np.copyto(map_y, uy[c:c + shape[0], c:c + shape[1]])
         return map_x, map_y

@@ -87,6 +87,9 @@ class Mp4Writer:
         self._audio_done = soundtrack is None
         self._audio_t = 0.0
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=queue_size)
+        # YUV buffers reused round-robin: at most queue_size wait in the queue, one is
+        # being encoded and one being filled, so queue_size + 2 never collide.
+        self._ring = [np.empty((height * 3 // 2, width), np.uint8) for _ in range(queue_size + 2)]
         self._error: BaseException | None = None
         self._closed = False
         self.container = av.open(str(self.tmp), mode="w", format="mp4",
@@ -127,7 +130,8 @@ class Mp4Writer:
         """Queue one RGB frame (H, W, 3) uint8 for encoding (blocks when the queue is full)."""
         self._raise_if_failed()
         t0 = time.perf_counter()
-        yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+        yuv = self._ring[self.frames % len(self._ring)]
+        cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=yuv)
         self.colour_s += time.perf_counter() - t0
         while True:
             try:
