@@ -197,11 +197,6 @@ def _print_row(row: dict[str, Any]) -> None:
 
 
 def _main() -> None:  # pragma: no cover - child entry point
-    if os.environ.get("FT_SWITCH"):
-        sys.setswitchinterval(float(os.environ["FT_SWITCH"]))
-    if os.environ.get("FT_CV2"):
-        import cv2
-        cv2.setNumThreads(int(os.environ["FT_CV2"]))
     kind, raw = sys.argv[1], sys.argv[2]
     kwargs = json.loads(raw)
     if kind == "render":
