@@ -16,14 +16,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,server,queue]'
 	@touch $(STAMP)
 
-# espeak-ng synthesizes the English test speech (and the demo's sentence).
+# System packages the tests need: espeak-ng (English test speech, the demo's sentence),
+# Chromium + ChromeDriver (browser tests of the web page), redis-server (the Celery
+# queue backend's tests). Installed with apt when missing and running as root.
+SYS_PACKAGES := espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver redis-server:redis-server
 sysdeps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@missing=""; for pair in $(SYS_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
-	    echo "espeak-ng is missing: run 'sudo apt-get install espeak-ng' and retry"; exit 1; \
-	  fi; }
+	    echo "missing system packages:$$missing -- run 'sudo apt-get install$$missing' and retry"; exit 1; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/facetalk demo -o out/demo.mp4
