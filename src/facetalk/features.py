@@ -56,74 +56,169 @@ class Features:
 
 #: Hops analysed at once: bounds the spectra held in memory (~8 MB) whatever the length.
 BLOCK_HOPS = 2048
+RAW_FIELDS = ("db", "low", "high", "labial", "flux", "lag", "strength", "f1", "f2")
+
+
+@dataclass(frozen=True)
+class RawFeatures:
+    """Per-hop measurements before any normalization to the recording's levels.
+
+    Everything here depends only on the audio around each hop (its 25 ms window), so it
+    can be computed incrementally for a live stream exactly as for a whole file.
+    """
+
+    rate: float
+    db: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    labial: np.ndarray
+    flux: np.ndarray
+    lag: np.ndarray  # autocorrelation peak lag (samples)
+    strength: np.ndarray  # its normalized strength (periodicity)
+    f1: np.ndarray
+    f2: np.ndarray
+    sr: int
+
+    @property
+    def n(self) -> int:
+        """Number of hops."""
+        return len(self.db)
+
+    def window(self, start: int, stop: int) -> RawFeatures:
+        """Hops ``start:stop``."""
+        return RawFeatures(self.rate, *(getattr(self, k)[start:stop] for k in RAW_FIELDS), self.sr)
+
+    @staticmethod
+    def join(parts: list[RawFeatures]) -> RawFeatures:
+        """Concatenate consecutive pieces."""
+        first = parts[0]
+        return RawFeatures(first.rate, *(np.concatenate([getattr(p, k) for p in parts])
+                                         for k in RAW_FIELDS), first.sr)
+
+
+class _Measure:
+    """Per-hop measurements of analysis windows; keeps the state spectral flux needs."""
+
+    def __init__(self, sr: int) -> None:
+        self.sr = sr
+        self.win = int(round(WIN_S * sr))
+        self.window = np.hanning(self.win).astype(np.float32)
+        self.nfft = 1 << int(np.ceil(np.log2(self.win)))
+        freqs = np.fft.rfftfreq(self.nfft, 1 / sr)
+        self.bands = {"all": freqs >= 60, "low": (freqs >= 60) & (freqs < 500),
+                      "high": freqs >= 3000, "b1": (freqs >= 500) & (freqs < 1000),
+                      "b2": (freqs >= 1000) & (freqs < 2000)}
+        self.prev_log: np.ndarray | None = None
+
+    def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        # Each window's own mean is its DC: removed per window, so a live stream and a
+        # file give the same numbers.
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        out: dict[str, np.ndarray] = {}
+        rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+        out["db"] = 20 * np.log10(rms + 1e-9)
+        spec = np.abs(np.fft.rfft(frames * self.window, self.nfft, axis=1)) ** 2
+        b = self.bands
+        total = spec[:, b["all"]].sum(axis=1) + 1e-12
+        out["low"] = spec[:, b["low"]].sum(axis=1) / total
+        out["high"] = spec[:, b["high"]].sum(axis=1) / total
+        # /m/'s murmur has an antiresonance near 1 kHz (/n/ near 1.5-2 kHz, /ng/ higher),
+        # so little energy between 500 and 1000 Hz relative to 1-2 kHz marks closed lips.
+        out["labial"] = np.log10((spec[:, b["b1"]].sum(axis=1) + 1e-12)
+                                 / (spec[:, b["b2"]].sum(axis=1) + 1e-12))
+        logspec = np.log(spec + 1e-10)
+        before = logspec[:1] if self.prev_log is None else self.prev_log
+        out["flux"] = np.clip(np.diff(np.concatenate([before, logspec]), axis=0), 0, None).mean(axis=1)
+        self.prev_log = logspec[-1:]
+        out["lag"], out["strength"] = _pitch_lags(frames, self.sr)
+        out["f1"], out["f2"] = _formants(frames, self.sr, self.window)
+        return out
+
+
+def raw_features(samples: np.ndarray, sr: int) -> RawFeatures:
+    """Per-hop measurements of a whole signal, in blocks of BLOCK_HOPS (flat memory)."""
+    if len(samples) == 0:
+        raise ValueError("no samples")
+    hop, win = int(round(HOP_S * sr)), int(round(WIN_S * sr))
+    n = int(np.ceil(len(samples) / hop))
+    measure = _Measure(sr)
+    out = {k: np.zeros(n) for k in RAW_FIELDS}
+    for start in range(0, n, BLOCK_HOPS):
+        stop = min(n, start + BLOCK_HOPS)
+        values = measure(_block_frames(samples, start, stop, hop, win))
+        for k in RAW_FIELDS:
+            out[k][start:stop] = values[k]
+    return RawFeatures(1.0 / HOP_S, *(out[k] for k in RAW_FIELDS), sr)
+
+
+def derive(raw: RawFeatures, floor_db: float, peak_db: float) -> Features:
+    """Loudness, voice activity and voicing, given the recording's floor and peak levels."""
+    db = raw.db
+    loud = np.clip((db - floor_db) / max(peak_db - floor_db, 6.0), 0.0, 1.0)
+    vad = _vad(db, floor_db, peak_db)
+    voiced = vad & (raw.strength > 0.45)
+    f0 = np.where(voiced, raw.sr / np.maximum(raw.lag, 1.0), 0.0)
+    return Features(rate=raw.rate, db=db, loud=loud, vad=vad, voiced=voiced, f0=f0,
+                    f1=np.where(vad, raw.f1, 0.0), f2=np.where(vad, raw.f2, 0.0),
+                    low_ratio=raw.low, labial=raw.labial, high_ratio=raw.high,
+                    flux=raw.flux, floor_db=floor_db, peak_db=peak_db)
 
 
 def analyze(samples: np.ndarray, sr: int) -> Features:
     """Compute :class:`Features` for a mono float32 signal at ``sr`` Hz.
 
-    Spectral work runs in blocks of BLOCK_HOPS hops so memory stays flat in the
-    recording's length; only per-hop values (a few numbers per 10 ms) are kept.
+    Levels (noise floor, speech peak) come from the whole recording; a live stream uses
+    running levels instead (see :class:`FeatureStream`), everything else is the same.
     """
-    if len(samples) == 0:
-        raise ValueError("no samples")
-    offset = float(np.mean(samples, dtype=np.float64))
-    hop, win = int(round(HOP_S * sr)), int(round(WIN_S * sr))
-    n = int(np.ceil(len(samples) / hop))
-    window = np.hanning(win).astype(np.float32)
-    nfft = 1 << int(np.ceil(np.log2(win)))
-    freqs = np.fft.rfftfreq(nfft, 1 / sr)
-    bands = {"all": freqs >= 60, "low": (freqs >= 60) & (freqs < 500),
-             "high": freqs >= 3000, "b1": (freqs >= 500) & (freqs < 1000),
-             "b2": (freqs >= 1000) & (freqs < 2000)}
-    out = {k: np.zeros(n) for k in ("db", "low", "high", "labial", "flux", "lag", "strength",
-                                     "f1", "f2")}
-    prev_log: np.ndarray | None = None
-    for start in range(0, n, BLOCK_HOPS):
-        stop = min(n, start + BLOCK_HOPS)
-        frames = _block_frames(samples, offset, start, stop, hop, win)
-        rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
-        out["db"][start:stop] = 20 * np.log10(rms + 1e-9)
-        spec = np.abs(np.fft.rfft(frames * window, nfft, axis=1)) ** 2
-        total = spec[:, bands["all"]].sum(axis=1) + 1e-12
-        out["low"][start:stop] = spec[:, bands["low"]].sum(axis=1) / total
-        out["high"][start:stop] = spec[:, bands["high"]].sum(axis=1) / total
-        # /m/'s murmur has an antiresonance near 1 kHz (/n/ near 1.5-2 kHz, /ng/ higher),
-        # so little energy between 500 and 1000 Hz relative to 1-2 kHz marks closed lips.
-        out["labial"][start:stop] = np.log10((spec[:, bands["b1"]].sum(axis=1) + 1e-12)
-                                             / (spec[:, bands["b2"]].sum(axis=1) + 1e-12))
-        logspec = np.log(spec + 1e-10)
-        before = logspec[:1] if prev_log is None else prev_log
-        diff = np.diff(np.concatenate([before, logspec]), axis=0)
-        out["flux"][start:stop] = np.clip(diff, 0, None).mean(axis=1)
-        prev_log = logspec[-1:]
-        lag, strength = _pitch_lags(frames, sr)
-        out["lag"][start:stop] = lag
-        out["strength"][start:stop] = strength
-        f1, f2 = _formants(frames, sr, window)
-        out["f1"][start:stop] = f1
-        out["f2"][start:stop] = f2
-    db = out["db"]
-    floor_db, peak_db = _levels(db)
-    loud = np.clip((db - floor_db) / max(peak_db - floor_db, 6.0), 0.0, 1.0)
-    vad = _vad(db, floor_db, peak_db)
-    voiced = vad & (out["strength"] > 0.45)
-    f0 = np.where(voiced, sr / np.maximum(out["lag"], 1.0), 0.0)
-    return Features(rate=1.0 / HOP_S, db=db, loud=loud, vad=vad, voiced=voiced, f0=f0,
-                    f1=np.where(vad, out["f1"], 0.0), f2=np.where(vad, out["f2"], 0.0),
-                    low_ratio=out["low"], labial=out["labial"], high_ratio=out["high"],
-                    flux=out["flux"], floor_db=floor_db, peak_db=peak_db)
+    raw = raw_features(samples, sr)
+    return derive(raw, *_levels(raw.db))
 
 
-def _block_frames(x: np.ndarray, offset: float, start: int, stop: int, hop: int,
-                  win: int) -> np.ndarray:
-    """Analysis windows ``start..stop`` (hop-centred, zero beyond the signal), DC removed."""
+class FeatureStream:
+    """Raw features of a live signal: push samples, get every hop whose window is complete."""
+
+    def __init__(self, sr: int) -> None:
+        self.sr = sr
+        self.hop = int(round(HOP_S * sr))
+        self.win = int(round(WIN_S * sr))
+        self._measure = _Measure(sr)
+        # Hop h's window starts at h*hop - win//2: begin with that much silence.
+        self._buf = np.zeros(self.win // 2, np.float32)
+        self._buf_start = -(self.win // 2)  # sample index of _buf[0]
+        self.hops = 0  # hops produced so far
+
+    def push(self, samples: np.ndarray) -> RawFeatures:
+        """Add samples; return the hops that became complete (possibly none)."""
+        self._buf = np.concatenate([self._buf, np.asarray(samples, np.float32)])
+        end = self._buf_start + len(self._buf)
+        # Hop h is complete when samples up to h*hop - win//2 + win are in.
+        last = (end - self.win + self.win // 2) // self.hop  # last complete hop index
+        count = max(0, last - self.hops + 1)
+        if count == 0:
+            return self._empty()
+        first = self.hops * self.hop - self.win // 2 - self._buf_start
+        seg = self._buf[first:first + (count - 1) * self.hop + self.win]
+        frames = sliding_window_view(seg, self.win)[::self.hop][:count]
+        values = self._measure(frames)
+        self.hops += count
+        keep_from = self.hops * self.hop - self.win // 2 - self._buf_start
+        self._buf = self._buf[keep_from:]
+        self._buf_start += keep_from
+        return RawFeatures(1.0 / HOP_S, *(np.asarray(values[k], float) for k in RAW_FIELDS), self.sr)
+
+    def _empty(self) -> RawFeatures:
+        return RawFeatures(1.0 / HOP_S, *(np.zeros(0) for _ in RAW_FIELDS), self.sr)
+
+
+def _block_frames(x: np.ndarray, start: int, stop: int, hop: int, win: int) -> np.ndarray:
+    """Analysis windows ``start..stop`` (hop-centred, zero beyond the signal)."""
     pad_left = win // 2
     lo = start * hop - pad_left
     hi = (stop - 1) * hop - pad_left + win
     seg = np.zeros(hi - lo, dtype=np.float32)
     a, b = max(lo, 0), min(hi, len(x))
     if b > a:
-        seg[a - lo:b - lo] = x[a:b] - offset
+        seg[a - lo:b - lo] = x[a:b]
     return sliding_window_view(seg, win)[::hop][: stop - start]
 
 
