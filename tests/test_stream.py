@@ -100,6 +100,6 @@ def test_idle_stream_keeps_blinking_with_the_mouth_at_rest(avatar: Avatar) -> No
     from facetalk.evaluate import track_frames
 
     track = track_frames([f.rgb for f in frames], 25)
-    assert np.nanmax(track.gap) < 0.05
+    assert np.nanmax(track.gap) < 0.05, np.round(track.gap, 3)
     eye = track.eye_open
-    assert np.nanmin(eye) < 0.6 * np.nanmedian(eye)
+    assert np.nanmin(eye) < 0.6 * np.nanmedian(eye), np.round(eye, 3)

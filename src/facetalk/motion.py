@@ -10,8 +10,8 @@ The mouth reads the sound, not words, so it works in any language:
 * onsets are anticipated (lips move before the sound) and every curve is smoothed
   with a zero-phase filter, so smoothing never adds lag.
 
-Every computation looks at most LOOKAHEAD_S into the future (plus half a frame when
-curves are sampled per frame), so one model serves two drivers: ``plan_motion`` for a
+Every computation looks at most LOOKAHEAD_S into the future, so one model serves two
+drivers: ``plan_motion`` for a
 whole recording (levels measured over all of it) and :class:`MotionStream` for live
 audio (the same curves on a sliding window, with running levels). Blinks and head
 motion are stochastic but seeded and causal: the same inputs and seed always give the
@@ -31,9 +31,8 @@ from .rig import CONTROLS
 
 C = {name: i for i, name in enumerate(CONTROLS)}
 
-#: How far any curve looks ahead in a live stream; with half a frame (20 ms at 25 fps)
-#: for sampling, it needs 80 ms of audio beyond the frame it renders.
-LOOKAHEAD_S = 0.06
+#: How far any curve looks ahead in a live stream (the anticipation of onsets needs it).
+LOOKAHEAD_S = 0.04
 #: The offline driver has the whole recording and may look further: only speechiness
 #: uses it (telling a tone from a vowel needs more than 60 ms of it).
 OFFLINE_LOOKAHEAD_S = 0.7
@@ -245,16 +244,16 @@ def bilabial_closures(feat: Features) -> np.ndarray:
       below 500 Hz; only murmurs with the labial cue (see features) close the lips: /m/
       yes, /n/ and /ng/ no.
 
-    Levels are compared with the loudest sound within 60 ms ahead and 60 or 150 ms
-    back, so no decision needs more than LOOKAHEAD_S of future audio.
+    Levels are compared with the loudest sound within LOOKAHEAD_S ahead and 75 or
+    150 ms back, so no decision needs more future audio than that.
     """
     rate = feat.rate
     press = np.zeros(feat.n)
     ahead = int(round(LOOKAHEAD_S * rate))
-    env = running_max(feat.db, ahead, ahead)
+    env = running_max(feat.db, int(0.075 * rate), ahead)
     env_long = running_max(feat.db, int(0.15 * rate), ahead)
     after_speech = running_max(feat.vad.astype(np.int8), 8, 0) > 0
-    for s, e in _runs((feat.db < env - 14.0) & after_speech):
+    for s, e in _runs((feat.db < env_long - 14.0) & after_speech):
         if (e - s) / rate >= 0.03:
             press[s:e] = 1.0
     bar = (feat.voiced & (feat.low_ratio > 0.95) & (feat.high_ratio < 0.03)
@@ -502,14 +501,14 @@ def _closure_frames(press: np.ndarray, rate: float, times: np.ndarray, fps: floa
 
 def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.ndarray,
                    pose: np.ndarray, rate: float, times: np.ndarray, offset_s: float,
-                   fps: float) -> tuple[np.ndarray, np.ndarray]:
+                   fps: float, width: float) -> tuple[np.ndarray, np.ndarray]:
     """Sample per-hop curves at frame ``times`` (seconds on the curves' own clock).
 
-    Smooth curves are averaged over one frame (no aliasing), blinks read instantly
-    (they are fast), and a lip closure anywhere near a frame shows in it (see
+    Smooth curves are averaged over ``width`` seconds (one frame offline, to avoid
+    aliasing; 0 live, where half a frame of waiting would add latency), blinks read
+    instantly (they are fast), and a lip closure near a frame shows in it (see
     :func:`_closure_frames`). ``offset_s`` moves the mouth (sync correction).
     """
-    width = 1.0 / fps
     mouth_times = times - offset_s
     controls = np.zeros((len(times), len(CONTROLS)), np.float32)
     for name, curve in mouth.items():
@@ -555,7 +554,7 @@ def plan_motion(feat: Features, n_frames: int, options: GenerationOptions) -> Mo
     pose, brow = head_and_brows(feat, 0.0, style, options.motion_scale, activity)
     times = np.arange(n_frames) / options.fps
     controls, frame_pose = frame_controls(mouth, brow, blink, pose, rate, times, offset_s,
-                                          options.fps)
+                                          options.fps, 1.0 / options.fps)
     return MotionPlan(controls=controls, pose=frame_pose, fps=options.fps,
                       offset_ms=offset_s * 1000.0, blink_times=blink_times)
 
@@ -603,7 +602,7 @@ class StreamFrame:
 class MotionStream:
     """The streaming driver: the same motion model, fed live raw features.
 
-    Frame *n* (time n/fps) is planned once audio reaches n/fps + 20 ms + LOOKAHEAD_S:
+    Frame *n* (time n/fps) is planned once audio reaches n/fps + LOOKAHEAD_S:
     the same curves as offline are computed on a sliding window of the last few
     seconds with running levels; blinks and head motion continue through silence.
     """
@@ -631,7 +630,7 @@ class MotionStream:
     @property
     def lookahead_s(self) -> float:
         """Audio needed beyond a frame's time before it can be planned."""
-        return LOOKAHEAD_S + 0.5 / self.options.fps
+        return LOOKAHEAD_S
 
     def push(self, raw: RawFeatures) -> list[StreamFrame]:
         """Add newly completed hops; return the frames that can now be planned."""
@@ -680,7 +679,7 @@ class MotionStream:
         blink = np.array(self.blink_curve[:feat.n])
         blink = np.concatenate([blink, np.zeros(feat.n - len(blink))])
         controls, frame_pose = frame_controls(mouth, brow, blink, pose, rate,
-                                              np.array([t - t0]), self.offset_s, fps)
+                                              np.array([t - t0]), self.offset_s, fps, 0.0)
         return StreamFrame(index, t, controls[0], frame_pose[0])
 
 
