@@ -8,6 +8,7 @@ memory stays flat in audio length.
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -137,6 +138,7 @@ def iter_soundtrack(src: Source, audio: Audio, limits: Limits, seconds: float,
         while fifo.samples >= n and emitted < wanted:
             frame = fifo.read(min(n, wanted - emitted))
             frame.pts = emitted
+            frame.time_base = Fraction(1, rate)  # pts counts samples, whatever the source's
             emitted += frame.samples
             yield frame
 
@@ -164,5 +166,6 @@ def iter_soundtrack(src: Source, audio: Audio, limits: Limits, seconds: float,
         frame = av.AudioFrame.from_ndarray(silence, format="fltp", layout=layout)
         frame.sample_rate = rate
         frame.pts = emitted
+        frame.time_base = Fraction(1, rate)
         emitted += n
         yield frame
