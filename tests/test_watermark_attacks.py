@@ -82,7 +82,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory, astronaut_path: Path
 def recovered(path: Path, render_id: str) -> bool:
     mark = verify_report(path)["watermark"]
     return bool(mark["found"]) and mark["payload"] == {
-        "generator": "facetalk", "version": __version__, "render_id": render_id[:10],
+        "generator": "facetalk", "version": __version__, "render_id": render_id[:7],
         "date": dt.datetime.now(dt.UTC).date().isoformat()}
 
 
@@ -259,7 +259,7 @@ def test_verify_command(clip, tmp_path: Path) -> None:  # type: ignore[no-untype
     res = runner.invoke(main, ["verify", str(path)])
     assert res.exit_code == 0, res.output
     assert "labelled AI-generated" in res.output
-    assert f"render {rid[:10]}" in res.output and "confidence" in res.output
+    assert f"render {rid[:7]}" in res.output and "confidence" in res.output
     res = runner.invoke(main, ["verify", str(plain), "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)

@@ -8,9 +8,9 @@ memory stays flat in audio length.
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
 import numpy as np

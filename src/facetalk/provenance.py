@@ -56,7 +56,7 @@ def verify_report(path: str | os.PathLike[str], *, max_seconds: float = MAX_SECO
     "sync_z": float, "unit": int, "frames": int}, "metadata": {"ai_generated": bool,
     "generator", "render_id", "creation_time", "comment", "title": str | None,
     "tags": {every container tag}}}``. ``payload`` is ``{"generator", "version",
-    "render_id" (first 10 hex digits), "date"}`` when found and ``{}`` otherwise;
+    "render_id" (first 7 hex digits), "date"}`` when found and ``{}`` otherwise;
     ``confidence`` is 2 x (share of raw watermark bits read correctly) - 1, so 1 is a
     clean read, and 0 when nothing was found. A payload is only reported when its CRC
     and generator id check out, so videos facetalk did not make read as not found.
