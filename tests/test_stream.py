@@ -91,7 +91,9 @@ def test_reassembled_stream_is_in_sync(avatar: Avatar, speech16k: np.ndarray,
 
 
 def test_idle_stream_keeps_blinking_with_the_mouth_at_rest(avatar: Avatar) -> None:
-    live = Stream(avatar, GenerationOptions(min_resolution=384, seed=3))
+    # A fixed id: the watermark pattern (keyed by the id) nudges the re-tracked inner lip
+    # by up to ~0.02 at this size, so a random id made the measurement vary run to run.
+    live = Stream(avatar, GenerationOptions(min_resolution=384, seed=3), stream_id="1d1e" * 8)
     frames = []
     for _ in range(50):  # 10 s of nothing, pushed as silence in 200 ms steps
         frames += live.push_silence(0.2)

@@ -7,7 +7,7 @@ The public surface is small on purpose::
                       output="talk.mp4")
     print(result.summary())
 
-Heavy modules (mediapipe, PyAV, numba) load only when a render starts.
+Heavy modules (ONNX Runtime, PyAV, numba) load only when a render starts.
 """
 
 from __future__ import annotations

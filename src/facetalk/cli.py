@@ -87,8 +87,18 @@ def _fail(exc: BaseException) -> None:
     sys.exit(1)
 
 
+def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--device``: where the neural stages run (a runtime setting, not a video option)."""
+    from .devices import DEVICES, ENV
+
+    return click.option(
+        "--device", type=click.Choice(DEVICES), default=None, envvar=ENV, show_envvar=True,
+        help="Where the face models run: auto (an accelerator if ONNX Runtime has one, "
+             "else the CPU), cpu, cuda, tensorrt, openvino or cann. [default: auto]")(func)
+
+
 def _run_render(portrait: Any, audio: Any, options: GenerationOptions, out: Path,
-                quiet: bool, as_json: bool) -> None:
+                quiet: bool, as_json: bool, device: str | None = None) -> None:
     from tqdm import tqdm
 
     from .pipeline import Progress, generate
@@ -106,7 +116,7 @@ def _run_render(portrait: Any, audio: Any, options: GenerationOptions, out: Path
         bar.refresh()
 
     try:
-        result = generate(portrait, audio, options, on_progress, output=out)
+        result = generate(portrait, audio, options, on_progress, output=out, device=device)
     finally:
         bar.close()
     for w in result.warnings:
@@ -132,6 +142,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "worker": "facetalk.service.cli:worker",
     "verify": "facetalk.provenance:verify_command",
     "doctor": "facetalk.doctor:doctor",
+    "stream-bench": "facetalk.streambench:stream_bench",
 }
 
 
@@ -183,12 +194,13 @@ def main() -> None:
               required=True, help="Where to write the MP4.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@device_option
 @generation_options
 def render(portrait: Path, audio: Path, output: Path, quiet: bool, as_json: bool,
-           **flags: Any) -> None:
+           device: str | None, **flags: Any) -> None:
     """Render PORTRAIT (JPG/PNG/...) speaking AUDIO (WAV/MP3/M4A/...) into an MP4."""
     try:
-        _run_render(portrait, audio, options_from_flags(flags), output, quiet, as_json)
+        _run_render(portrait, audio, options_from_flags(flags), output, quiet, as_json, device)
     except (FacetalkError, Exception) as exc:
         _fail(exc)
 
@@ -198,8 +210,9 @@ def render(portrait: Path, audio: Path, output: Path, quiet: bool, as_json: bool
               default=Path("out/demo.mp4"), show_default=True, help="Where to write the MP4.")
 @click.option("--text", default=DEMO_TEXT, help="What the demo says (needs espeak-ng).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary line.")
+@device_option
 @generation_options
-def demo(output: Path, text: str, quiet: bool, **flags: Any) -> None:
+def demo(output: Path, text: str, quiet: bool, device: str | None, **flags: Any) -> None:
     """Render the bundled sample portrait saying a sentence (espeak-ng, or a bundled clip)."""
     try:
         from . import tts
@@ -217,7 +230,7 @@ def demo(output: Path, text: str, quiet: bool, **flags: Any) -> None:
                 click.echo("warning: espeak-ng is not installed; using the bundled clip "
                            "instead of --text", err=True)
             audio = (assets / "speech.wav").read_bytes()
-        _run_render(portrait, audio, options_from_flags(flags), output, quiet, False)
+        _run_render(portrait, audio, options_from_flags(flags), output, quiet, False, device)
     except (FacetalkError, Exception) as exc:
         _fail(exc)
 

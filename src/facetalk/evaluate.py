@@ -1,5 +1,8 @@
 """Measure a talking-head MP4 from the outside: decode it, re-track the face, read its audio.
 
+Re-tracking uses facetalk's own face mesh runtime (:mod:`facetalk.facemesh`, the
+MediaPipe models on ONNX Runtime) in tracking mode, so measuring needs no mediapipe.
+
 Nothing here looks at how the video was made; it works on any tool's output. Mouth
 opening is the inner-lip gap (landmarks 13-14) in inter-ocular distances (IOD), so it
 does not depend on resolution or framing.
@@ -14,7 +17,6 @@ import av
 import numpy as np
 
 from . import landmarks as L
-from .face import _quiet_native_logs
 
 #: Inner-lip gap (IOD) below which a mouth counts as closed.
 CLOSED_GAP = 0.05
@@ -66,28 +68,26 @@ def decode_audio(path: str | Path, rate: int = 16000) -> np.ndarray:
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
-def track_frames(frames: list[np.ndarray], fps: float, keep_landmarks: bool = False) -> Track:
-    """Run Face Mesh (tracking mode) over frames and derive mouth/eye/head measures."""
-    from mediapipe.python.solutions import face_mesh
+def track_frames(frames: list[np.ndarray], fps: float, keep_landmarks: bool = False,
+                 device: str | None = None) -> Track:
+    """Run the face mesh (tracking mode) over frames and derive mouth/eye/head measures."""
+    from .facemesh import FaceMesh
 
     n = len(frames)
     found = np.zeros(n, bool)
     vals = np.full((n, 6), np.nan)
     kept: list[np.ndarray | None] = []
     h, w = frames[0].shape[:2] if frames else (0, 0)
-    with _quiet_native_logs(), face_mesh.FaceMesh(
-            static_image_mode=False, refine_landmarks=True, max_num_faces=1,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5) as fm:
-        for i, img in enumerate(frames):
-            res = fm.process(img)
-            if not res.multi_face_landmarks:
-                kept.append(None)
-                continue
-            lm = np.array([[p.x * w, p.y * h, p.z * w]
-                           for p in res.multi_face_landmarks[0].landmark])
-            found[i] = True
-            vals[i] = _measures(lm)
-            kept.append(lm if keep_landmarks else None)
+    mesh = FaceMesh(max_faces=1, static=False, device=device)
+    for i, img in enumerate(frames):
+        faces = mesh.process(img)
+        if not faces:
+            kept.append(None)
+            continue
+        lm = faces[0].astype(np.float64)
+        found[i] = True
+        vals[i] = _measures(lm)
+        kept.append(lm if keep_landmarks else None)
     return Track(fps=fps, width=w, height=h, found=found, gap=vals[:, 0], width_m=vals[:, 1],
                  eye_open=vals[:, 2], yaw=vals[:, 3], pitch=vals[:, 4], roll=vals[:, 5],
                  landmarks=kept if keep_landmarks else [])
@@ -334,17 +334,17 @@ def evaluate_video(path: str | Path, audio: str | Path | None = None,
     return ev
 
 
-def track_video(path: str | Path, keep_every: int = 0) -> tuple[Track, list[tuple[int, np.ndarray]]]:
+def track_video(path: str | Path, keep_every: int = 0, device: str | None = None
+                ) -> tuple[Track, list[tuple[int, np.ndarray]]]:
     """Re-track a video frame by frame without holding it in memory.
 
     Keeps every ``keep_every``-th decoded frame (0 = none) for image checks.
     """
-    from mediapipe.python.solutions import face_mesh
+    from .facemesh import FaceMesh
 
     found, vals, kept_lm, kept = [], [], [], []
-    with av.open(str(path)) as c, _quiet_native_logs(), face_mesh.FaceMesh(
-            static_image_mode=False, refine_landmarks=True, max_num_faces=1,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5) as fm:
+    mesh = FaceMesh(max_faces=1, static=False, device=device)
+    with av.open(str(path)) as c:
         vs = c.streams.video[0]
         fps = float(vs.average_rate or vs.guessed_rate or 25)
         w = h = 0
@@ -353,13 +353,13 @@ def track_video(path: str | Path, keep_every: int = 0) -> tuple[Track, list[tupl
             h, w = img.shape[:2]
             if keep_every and i % keep_every == 0:
                 kept.append((i, img))
-            res = fm.process(img)
-            if not res.multi_face_landmarks:
+            faces = mesh.process(img)
+            if not faces:
                 found.append(False)
                 vals.append(np.full(6, np.nan))
                 kept_lm.append(None)
                 continue
-            lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+            lm = faces[0].astype(np.float64)
             found.append(True)
             vals.append(_measures(lm))
             kept_lm.append(lm)

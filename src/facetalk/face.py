@@ -1,16 +1,15 @@
-"""Face analysis: 478 Face Mesh landmarks, once per portrait, with mediapipe 0.10.21.
+"""Face analysis: 478 Face Mesh landmarks, once per portrait, on ONNX Runtime.
 
-That release is the newest that ships the legacy Face Mesh model inside its wheel, so
-it runs with no download and no network. The short-range detector inside Face Mesh
+The models are MediaPipe's Face Mesh (with attention: refined lips, eyes and irises)
+and BlazeFace detectors, converted to ONNX and shipped in the package
+(:mod:`facetalk.facemesh`), so they run with no download, no network and no
+mediapipe, on any CPU ONNX Runtime supports. The short-range detector used first
 misses small faces in large pictures; when it finds nothing we look again with the
 full-range detector and run the mesh on a crop around what it found.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import cv2
@@ -19,7 +18,7 @@ import numpy as np
 from .errors import NoFaceFound
 
 #: Pictures are shown to the landmark model at most this large (long side); the model
-#: itself looks at a 192-256 px face crop, so more pixels only cost time.
+#: itself looks at a 192 px face crop, so more pixels only cost time.
 DETECT_MAX_SIDE = 1280
 #: Faces narrower than this (in the original picture) are refused: too few pixels to animate.
 MIN_FACE_PX = 40
@@ -50,56 +49,19 @@ class FaceModel:
         return max(x1 - x0, y1 - y0)
 
 
-@contextlib.contextmanager
-def _quiet_native_logs() -> Iterator[None]:
-    """Silence the C++ log lines mediapipe writes straight to fd 2 while its graph runs.
-
-    They are harmless (XNNPACK delegate, feedback tensors) but look like errors to users.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _mesh(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
+def _mesh(rgb: np.ndarray, max_faces: int, device: str | None = None) -> list[np.ndarray]:
     """All faces Face Mesh finds, as (478, 3) arrays in the pixel units of ``rgb``."""
-    from mediapipe.python.solutions import face_mesh
+    from .facemesh import FaceMesh
 
-    h, w = rgb.shape[:2]
-    with _quiet_native_logs(), face_mesh.FaceMesh(
-            static_image_mode=True, refine_landmarks=True, max_num_faces=max_faces,
-            min_detection_confidence=0.5) as fm:
-        result = fm.process(np.ascontiguousarray(rgb))
-    faces = []
-    for lms in result.multi_face_landmarks or []:
-        arr = np.array([[p.x * w, p.y * h, p.z * w] for p in lms.landmark], dtype=np.float32)
-        faces.append(arr)
-    return faces
+    return FaceMesh(max_faces=max_faces, static=True, device=device).process(rgb)
 
 
-def _full_range_boxes(rgb: np.ndarray) -> list[tuple[float, float, float, float]]:
+def _full_range_boxes(rgb: np.ndarray, device: str | None = None) -> list[tuple[float, float, float, float]]:
     """Face boxes from the full-range detector (finds faces down to ~2% of the picture)."""
-    from mediapipe.python.solutions import face_detection
+    from .facemesh import detect_faces
+    from .facemesh.detector import FULL
 
-    h, w = rgb.shape[:2]
-    with _quiet_native_logs(), face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=0.5) as fd:
-        result = fd.process(np.ascontiguousarray(rgb))
-    boxes = []
-    for det in result.detections or []:
-        b = det.location_data.relative_bounding_box
-        boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
-    return boxes
+    return [d.box for d in detect_faces(rgb, FULL, device=device)]
 
 
 def _downscaled(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -111,12 +73,12 @@ def _downscaled(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     return small, scale
 
 
-def _find_faces(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
+def _find_faces(rgb: np.ndarray, max_faces: int, device: str | None = None) -> list[np.ndarray]:
     small, scale = _downscaled(rgb, DETECT_MAX_SIDE)
-    faces = _mesh(small, max_faces)
+    faces = _mesh(small, max_faces, device)
     if not faces:
         # Second chance for small faces: full-range detector, then the mesh on a crop.
-        for x0, y0, x1, y1 in _full_range_boxes(small):
+        for x0, y0, x1, y1 in _full_range_boxes(small, device):
             cx, cy, side = (x0 + x1) / 2 / scale, (y0 + y1) / 2 / scale, max(x1 - x0, y1 - y0) / scale
             half = side * 1.2
             h, w = rgb.shape[:2]
@@ -124,7 +86,7 @@ def _find_faces(rgb: np.ndarray, max_faces: int) -> list[np.ndarray]:
             cx1, cy1 = int(min(w, cx + half)), int(min(h, cy + half))
             crop = rgb[cy0:cy1, cx0:cx1]
             crop_small, cscale = _downscaled(crop, 640)
-            for lm in _mesh(crop_small, 1):
+            for lm in _mesh(crop_small, 1, device):
                 lm = lm / cscale
                 lm[:, 0] += cx0
                 lm[:, 1] += cy0
@@ -143,9 +105,12 @@ def estimate_yaw_deg(lm: np.ndarray) -> float:
     return float(np.degrees(np.arcsin(np.clip((rel - 0.5) * 2.0, -1.0, 1.0))))
 
 
-def analyze_face(rgb: np.ndarray, max_faces: int = 5) -> FaceModel:
-    """Find the largest face and its landmarks, or raise :class:`NoFaceFound`."""
-    faces = _find_faces(rgb, max_faces)
+def analyze_face(rgb: np.ndarray, max_faces: int = 5, device: str | None = None) -> FaceModel:
+    """Find the largest face and its landmarks, or raise :class:`NoFaceFound`.
+
+    ``device`` picks where the models run (see :mod:`facetalk.devices`).
+    """
+    faces = _find_faces(rgb, max_faces, device)
     if not faces:
         raise NoFaceFound("no face was found in the portrait")
     warnings: list[str] = []

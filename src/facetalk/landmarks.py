@@ -8,7 +8,6 @@ same feature pair up index by index.
 from __future__ import annotations
 
 import functools
-from collections import Counter
 
 import numpy as np
 
@@ -42,25 +41,13 @@ FOREHEAD = 10
 def face_triangles() -> np.ndarray:
     """The (852, 3) triangles of the 468-vertex face mesh.
 
-    mediapipe ships the mesh as an edge list; its faces are the 3-cliques of that graph,
-    except two spurious cliques each of whose three edges is shared by three cliques.
-    The mesh has holes at the mouth and both eyes, which is what the renderer wants.
+    Shipped as data (``facemesh/models/face_mesh_triangles.txt``, written by
+    ``tools/export_onnx.py`` from mediapipe's tessellation edge list), so no mediapipe
+    is needed at run time. The mesh has holes at the mouth and both eyes, which is
+    what the renderer wants.
     """
-    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+    from importlib import resources
 
-    adj: dict[int, set[int]] = {}
-    edges = set()
-    for a, b in FACEMESH_TESSELATION:
-        edges.add((min(a, b), max(a, b)))
-        adj.setdefault(a, set()).add(b)
-        adj.setdefault(b, set()).add(a)
-    cliques = set()
-    for a, b in edges:
-        for c in adj[a] & adj[b]:
-            cliques.add(tuple(sorted((a, b, c))))
-    use: Counter[tuple[int, int]] = Counter()
-    for t in cliques:
-        use.update([(t[0], t[1]), (t[0], t[2]), (t[1], t[2])])
-    faces = [t for t in cliques
-             if not all(use[e] > 2 for e in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2])))]
-    return np.array(sorted(faces), dtype=np.int32)
+    text = (resources.files("facetalk") / "facemesh" / "models" / "face_mesh_triangles.txt").read_text()
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return np.array(rows, dtype=np.int32).reshape(-1, 3)

@@ -110,8 +110,8 @@ class _Background:
         return self._value
 
 
-def _analyze_portrait(image: np.ndarray) -> tuple[FaceModel, Rig]:
-    face = analyze_face(image)
+def _analyze_portrait(image: np.ndarray, device: str | None = None) -> tuple[FaceModel, Rig]:
+    face = analyze_face(image, device=device)
     return face, build_rig(face.landmarks)
 
 
@@ -138,24 +138,29 @@ def _render_threads() -> Iterator[None]:
 def generate(portrait: Source, audio: Source, options: GenerationOptions | None = None,
              on_progress: ProgressCallback = None, *, output: str | os.PathLike[str] | None = None,
              limits: Limits | None = None, cancel: CancelFlag = None,
-             render_id: str | None = None) -> GenerationResult:
+             render_id: str | None = None, device: str | None = None) -> GenerationResult:
     """Render ``portrait`` speaking ``audio`` into an MP4 and describe the result.
 
     ``portrait`` and ``audio`` are paths or bytes. ``output`` defaults to a new file in
     the temp directory. ``render_id`` names this render in the file's metadata (a
     service passes its job id; default: a fresh random id). Raises a
     :class:`~facetalk.errors.FacetalkError` subclass for bad input or cancellation; no
-    partial file is left behind on any failure.
+    partial file is left behind on any failure. ``device`` (``auto``, ``cpu``, ``cuda``,
+    ``tensorrt``, ``openvino``, ``cann``; default ``$FACETALK_DEVICE`` or ``auto``) is
+    where the neural stages run: a setting of the machine, not of the video.
     """
+    from .devices import resolve
+
+    resolve(device)  # an unavailable device fails here, before any work
     with _render_threads():
         return _generate(portrait, audio, options, on_progress, output, limits, cancel,
-                         render_id)
+                         render_id, device)
 
 
 def _generate(portrait: Source, audio: Source, options: GenerationOptions | None,
               on_progress: ProgressCallback, output: str | os.PathLike[str] | None,
-              limits: Limits | None, cancel: CancelFlag, render_id: str | None
-              ) -> GenerationResult:
+              limits: Limits | None, cancel: CancelFlag, render_id: str | None,
+              device: str | None = None) -> GenerationResult:
     options = options or GenerationOptions()
     limits = limits or Limits.from_env()
     timings: dict[str, float] = {}
@@ -191,7 +196,7 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
 
     # 2. analyze the face (once per portrait) in a thread, while this one decodes and
     #    analyzes the audio: the two do not depend on each other.
-    face_job = _Background(_analyze_portrait, image)
+    face_job = _Background(_analyze_portrait, image, device)
 
     # 3. audio: decode, then acoustic features
     try:
