@@ -1,8 +1,11 @@
 """The HTTP API in-process (FastAPI TestClient) with real render worker processes.
 
-Covers the job lifecycle, the job document, Range downloads decoded with PyAV, SSE,
-paging, cancel within a second, timeouts, a killed worker, retention, metrics, audit,
-API keys, the error shape of a 500, and the schema/dataclass agreement.
+Every test runs against both queue backends: ``embedded`` (render processes of the
+server) and ``celery`` (a real redis-server and real ``facetalk worker`` processes; see
+``test_queue_support.celery_client``). Covers the job lifecycle, the job document,
+Range downloads decoded with PyAV, SSE, paging, cancel within a second, timeouts, a
+killed worker, retention, metrics, audit, API keys, the error shape of a 500, and the
+schema/dataclass agreement.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +31,37 @@ from PIL import Image
 from facetalk.options import GenerationOptions, field_info
 from facetalk.service.app import create_app
 from facetalk.service.settings import ServiceSettings
+from test_queue_support import celery_client
 from test_service_support import TINY, alive, decode_mp4, submit, wait_for, wait_gone
 
 #: Long enough to still be rendering when the test acts (60 s of 512 px video).
 LONG = {"duration": "60", "min_resolution": "512", "inference_steps": "25"}
 
 
-def make_client(tmp: Path, **settings: Any) -> TestClient:
-    s = ServiceSettings(storage=tmp, workers=1, **settings)
-    return TestClient(create_app(s), raise_server_exceptions=False)
+MakeClient = Callable[..., AbstractContextManager[TestClient]]
+
+
+@pytest.fixture(scope="module", params=["embedded", "celery"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The queue backend every test of this module runs against."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def make_client(backend: str) -> MakeClient:
+    """``make_client(tmp, **settings)``: an app with one render worker on ``backend``."""
+
+    @contextmanager
+    def make(tmp: Path, **settings: Any) -> Iterator[TestClient]:
+        if backend == "celery":
+            with celery_client(tmp, **settings) as client:
+                yield client
+            return
+        s = ServiceSettings(storage=tmp, workers=1, **settings)
+        with TestClient(create_app(s), raise_server_exceptions=False) as client:
+            yield client
+
+    return make
 
 
 def wait_ready(client: TestClient, timeout: float = 60.0) -> dict[str, Any]:
@@ -59,7 +85,7 @@ def speech_bytes(short_speech: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def api(tmp_path_factory: pytest.TempPathFactory, make_client: MakeClient) -> Iterator[TestClient]:
     with make_client(tmp_path_factory.mktemp("api")) as client:
         wait_ready(client)
         yield client
@@ -352,7 +378,7 @@ def test_unknown_route_and_method_are_json(api: TestClient) -> None:
 
 # -- settings that need their own app ------------------------------------------------------
 def test_job_timeout_kills_the_render_and_the_box_recovers(
-        tmp_path: Path, portrait_bytes: bytes, speech_bytes: bytes) -> None:
+        tmp_path: Path, make_client: MakeClient, portrait_bytes: bytes, speech_bytes: bytes) -> None:
     with make_client(tmp_path, job_timeout=3.0) as api:
         wait_ready(api)
         before = api.app.state.queue.worker_pids()
@@ -367,7 +393,7 @@ def test_job_timeout_kills_the_render_and_the_box_recovers(
 
 
 def test_killed_worker_requeues_the_job_which_then_succeeds(
-        tmp_path: Path, portrait_bytes: bytes, speech_bytes: bytes) -> None:
+        tmp_path: Path, make_client: MakeClient, portrait_bytes: bytes, speech_bytes: bytes) -> None:
     with make_client(tmp_path) as api:
         wait_ready(api)
         job = submit(api, portrait_bytes, speech_bytes, **TINY, duration="20").json()
@@ -380,7 +406,7 @@ def test_killed_worker_requeues_the_job_which_then_succeeds(
         assert decode_mp4(api.get(done["links"]["video"]).content)["frames"] == 500
 
 
-def test_attempt_limit_fails_the_job(tmp_path: Path, portrait_bytes: bytes,
+def test_attempt_limit_fails_the_job(tmp_path: Path, make_client: MakeClient, portrait_bytes: bytes,
                                      speech_bytes: bytes) -> None:
     with make_client(tmp_path, max_attempts=1) as api:
         wait_ready(api)
@@ -392,7 +418,7 @@ def test_attempt_limit_fails_the_job(tmp_path: Path, portrait_bytes: bytes,
 
 
 def test_retention_zero_deletes_inputs_when_the_job_ends(
-        tmp_path: Path, portrait_bytes: bytes, speech_bytes: bytes) -> None:
+        tmp_path: Path, make_client: MakeClient, portrait_bytes: bytes, speech_bytes: bytes) -> None:
     with make_client(tmp_path, retention=0) as api:
         wait_ready(api)
         job = wait_for(api, submit(api, portrait_bytes, speech_bytes, **TINY).json()["id"])
@@ -403,7 +429,7 @@ def test_retention_zero_deletes_inputs_when_the_job_ends(
 
 
 def test_retention_deletes_outputs_and_video_is_gone(
-        tmp_path: Path, portrait_bytes: bytes, speech_bytes: bytes) -> None:
+        tmp_path: Path, make_client: MakeClient, portrait_bytes: bytes, speech_bytes: bytes) -> None:
     with make_client(tmp_path, retention=1.0) as api:
         wait_ready(api)
         job = wait_for(api, submit(api, portrait_bytes, speech_bytes, **TINY).json()["id"])
@@ -414,7 +440,7 @@ def test_retention_deletes_outputs_and_video_is_gone(
         assert r.status_code == 410 and r.json()["error"] == "expired"
 
 
-def test_api_keys_guard_every_route_but_healthz(tmp_path: Path) -> None:
+def test_api_keys_guard_every_route_but_healthz(tmp_path: Path, make_client: MakeClient) -> None:
     key, other = "k3y-" + "a" * 20, "k3y-" + "b" * 20
     with make_client(tmp_path, api_keys=(key, other)) as api:
         assert api.get("/healthz").status_code == 200

@@ -29,15 +29,16 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .errors import JobNotFound, JobTimeout, QueueFull, WorkerCrashed
+from .errors import JobNotFound, JobTimeout, WorkerCrashed
 from .logs import log
 from .settings import ServiceSettings
 from .storage import Storage, valid_job_id
-from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob, StateListener
+from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob
+from .store_queue import StoreQueue
 
 _log = logging.getLogger("facetalk.queue")
 
@@ -45,8 +46,6 @@ _log = logging.getLogger("facetalk.queue")
 CANCEL_GRACE_S = 1.0
 #: Progress is written to the database at most this often per job.
 PROGRESS_WRITE_S = 0.5
-#: Rows of finished jobs are kept this long after their files are gone (for status and audit).
-ROW_KEEP_S = 7 * 24 * 3600.0
 #: A worker that died is replaced no sooner than this (no fork storm on a crash loop).
 RESPAWN_DELAY_S = 1.0
 
@@ -68,31 +67,28 @@ class _Slot:
     last_write: float = 0.0
     died_at: float = 0.0
     exitcode: int | None = None
+    # Lifetime counters of this slot (per-worker throughput for /v1/workers and metrics).
+    jobs: dict[str, int] = field(default_factory=dict)
+    frames: int = 0
+    render_s: float = 0.0
+    spawned_at: float = 0.0
 
 
-class EmbeddedQueue:
+class EmbeddedQueue(StoreQueue):
     """JobQueue backed by SQLite and local render processes (see module docstring)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
-        self.settings = settings
-        self.storage = Storage(settings.storage)
-        self.storage.prepare()
-        self.store = JobStore(settings.db_path)
-        self._queued = self.store.counts()[QUEUED]
-        self.store.add_listener(self._count_queued)
+        storage = Storage(settings.storage)
+        storage.prepare()
+        super().__init__(settings, storage, JobStore(settings.db_path))
         self._slots = [_Slot(i) for i in range(settings.workers)]
         self._cancel_ids: set[str] = set()
-        self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_sweep = 0.0
-        # Wall seconds per (video second x pixel scale), learnt from finished renders;
-        # the prior is deliberately pessimistic until the first job finishes.
-        self._speed = 2.0
-        self._overhead = 1.0
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -113,22 +109,9 @@ class EmbeddedQueue:
     # -- the JobQueue interface -----------------------------------------------------------
     def submit(self, new: NewJob) -> Job:
         """Insert a queued job (inputs already in storage) and wake the supervisor."""
-        try:
-            job = self.store.insert(new, self.settings.max_queued)
-        except OverflowError:
-            raise QueueFull(f"the queue is full ({self.settings.max_queued} jobs waiting)",
-                            retry_after=self.retry_after()) from None
+        job = self._insert(new)
         self._wake()
         return job
-
-    def get(self, job_id: str) -> Job | None:
-        """The job or None."""
-        return self.store.get(job_id) if valid_job_id(job_id) else None
-
-    def page(self, limit: int, before_seq: int | None = None,
-             status: str | None = None) -> list[Job]:
-        """Newest first."""
-        return self.store.page(limit, before_seq, status)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a queued job now, or signal the worker running it."""
@@ -149,32 +132,6 @@ class EmbeddedQueue:
             self._wake()
         return self.get(job_id) or job
 
-    def delete(self, job_id: str) -> bool:
-        """Remove a finished job's row and files."""
-        if not self.store.delete(job_id):
-            return False
-        self.storage.delete_job(job_id)
-        return True
-
-    def counts(self) -> dict[str, int]:
-        """Jobs per state."""
-        return self.store.counts()
-
-    def is_full(self) -> bool:
-        """Whether the queue is at ``max_queued`` (from memory: no I/O, safe on the event loop).
-
-        A pre-check only: the store's insert enforces the bound inside a transaction.
-        """
-        return self._queued >= self.settings.max_queued
-
-    def _count_queued(self, job: Job, previous: str | None, extra: dict[str, Any]) -> None:
-        with self._lock:
-            self._queued += (job.status == QUEUED) - (previous == QUEUED)
-
-    def add_listener(self, fn: StateListener) -> None:
-        """Observe state changes (audit log, metrics)."""
-        self.store.add_listener(fn)
-
     def health(self) -> dict[str, Any]:
         """Workers alive/busy, database reachable."""
         alive = [s for s in self._slots if s.proc is not None and s.proc.poll() is None and s.ready]
@@ -187,29 +144,34 @@ class EmbeddedQueue:
             "worker_pids": [s.pid for s in self._slots if s.pid is not None],
         }
 
-    def eta(self, job: Job) -> float | None:
-        """Seconds until ``job`` is done, from measured render speed (an estimate)."""
-        if job.final:
-            return None
-        own = self._estimate(job.video_seconds, int(job.options.get("min_resolution", 512)))
-        if job.status == RUNNING:
-            if job.eta_s is not None:
-                return job.eta_s
-            return max(own * (1.0 - job.progress), 0.0)
-        ahead = self.store.queued_ahead()[: job.queue_position or 0]
-        busy = [s.job for s in self._slots if s.job is not None]
-        backlog = sum(self._estimate(v, r) for v, r in ahead)
-        backlog += sum(self._estimate(j.video_seconds, int(j.options.get("min_resolution", 512)))
-                       * (1.0 - j.progress) for j in busy)
-        return backlog / len(self._slots) + own
+    def _running_jobs(self) -> list[Job]:
+        return [s.job for s in self._slots if s.job is not None]
 
-    def retry_after(self) -> int:
-        """Seconds a refused client should wait: about one job's turn, at least 1."""
-        return max(1, int(round(self._overhead + self._speed * 2.0 / len(self._slots))))
+    def _capacity(self) -> int:
+        return len(self._slots)
 
     def worker_pids(self) -> list[int]:
         """Pids of the live render processes (tests kill them to prove crash safety)."""
         return [s.pid for s in self._slots if s.pid is not None]
+
+    def workers(self) -> list[dict[str, Any]]:
+        """One entry per render process, in the shape ``GET /v1/workers`` shows."""
+        host = socket.gethostname()
+        now, mono = time.time(), time.monotonic()
+        out = []
+        for s in self._slots:
+            up = s.proc is not None and s.ready
+            job = s.job
+            out.append({
+                "name": f"{host}/render-{s.index}", "hostname": host, "pid": s.pid,
+                "alive": up, "concurrency": 1, "busy": 1 if job is not None else 0,
+                "current_jobs": [{"job": job.id, "attempt": job.attempts,
+                                  "since": now - (mono - s.started)}] if job is not None else [],
+                "last_heartbeat": now if up else None,
+                "started_at": now - (mono - s.spawned_at) if s.proc is not None else None,
+                "jobs": {k: s.jobs.get(k, 0) for k in (SUCCEEDED, FAILED, CANCELLED)},
+                "frames": s.frames, "render_seconds": round(s.render_s, 3)})
+        return out
 
     # -- recovery -------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -245,7 +207,7 @@ class EmbeddedQueue:
                 self._check_cancels(now)
                 if now >= self._next_sweep:
                     self._sweep()
-                    self._next_sweep = now + min(60.0, max(1.0, self.settings.retention / 10))
+                    self._next_sweep = now + self._sweep_interval()
         except Exception:
             _log.exception("the supervisor crashed; no new jobs will start")
             raise
@@ -279,7 +241,7 @@ class EmbeddedQueue:
         finally:
             theirs.close()
         slot.proc, slot.conn = proc, Connection(ours.detach())
-        slot.pid, slot.ready = proc.pid, False
+        slot.pid, slot.ready, slot.spawned_at = proc.pid, False, time.monotonic()
         log(_log, logging.INFO, "render process started", worker=slot.index, pid=proc.pid)
 
     def _dispatch(self) -> None:
@@ -368,6 +330,10 @@ class EmbeddedQueue:
     def _finish(self, slot: _Slot, job: Job, status: str, *, result: dict[str, Any] | None = None,
                 error: dict[str, Any] | None = None) -> None:
         self._release(slot)
+        slot.jobs[status] = slot.jobs.get(status, 0) + 1
+        if result is not None:
+            slot.frames += int(result.get("frames", 0))
+            slot.render_s += float(result.get("wall_s", 0.0))
         if status != SUCCEEDED:
             self.storage.delete_partials(job.id)
         done = self.store.finish(job.id, status, result=result, error=error)
@@ -378,12 +344,6 @@ class EmbeddedQueue:
 
     def _release(self, slot: _Slot) -> None:
         slot.job, slot.cancel_at, slot.stop_reason = None, None, None
-
-    def _after_final(self, job: Job) -> None:
-        """Privacy first: with retention 0 the inputs go the moment the job ends."""
-        if self.settings.retention <= 0:
-            self.storage.delete_inputs(job.id)
-            self.store.mark_deleted(job.id, inputs=True)
 
     def _worker_died(self, slot: _Slot) -> None:
         """A worker exited without being asked: requeue its job (attempts permitting)."""
@@ -464,18 +424,6 @@ class EmbeddedQueue:
         with self._lock:
             self._cancel_ids -= wanted - running
 
-    def _sweep(self) -> None:
-        """Retention: delete inputs and outputs on schedule, then forget old rows."""
-        now = time.time()
-        for job_id in self.store.finished_before(now - self.settings.retention, inputs=True):
-            self.storage.delete_inputs(job_id)
-            self.store.mark_deleted(job_id, inputs=True)
-        for job_id in self.store.finished_before(now - self.settings.output_retention,
-                                                 output=True):
-            self.storage.delete_job(job_id)
-            self.store.mark_deleted(job_id, inputs=True, output=True)
-        self.store.purge_rows(now - self.settings.output_retention - ROW_KEEP_S)
-
     def _shutdown(self) -> None:
         """Ask busy workers to stop, requeue their jobs, then end every process."""
         busy = [s for s in self._slots if s.job is not None]
@@ -510,14 +458,3 @@ class EmbeddedQueue:
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
             self._wake_w.send(b"x")
-
-    def _estimate(self, video_seconds: float, min_resolution: int) -> float:
-        scale = max(0.25, (min_resolution / 512.0) ** 2)
-        return self._overhead + self._speed * video_seconds * scale
-
-    def _learn(self, job: Job, result: dict[str, Any]) -> None:
-        """Update the speed estimate (exponential average over finished renders)."""
-        scale = max(0.25, (int(job.options.get("min_resolution", 512)) / 512.0) ** 2)
-        work = max(float(result.get("duration", 0.0)) * scale, 1e-3)
-        speed = max(float(result.get("wall_s", 0.0)) - self._overhead, 0.0) / work
-        self._speed = 0.7 * self._speed + 0.3 * speed

@@ -1,14 +1,16 @@
 """The queue interface the HTTP layer talks to; backends implement it.
 
 The embedded backend (``embedded.EmbeddedQueue``: SQLite + local render processes) is
-the default. A Celery + Redis backend (issue 7) implements the same methods, so the
-routes, the job states, progress, cancel and the SSE stream do not change with it.
+the default. The Celery + Redis backend (``celery_backend.CeleryQueue``, chosen by a
+``redis://`` queue URL) implements the same methods, so the routes, the job states,
+progress, cancel and the SSE stream do not change with it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from .settings import ServiceSettings
 from .storage import Storage
 from .store import Job, NewJob, StateListener
 
@@ -61,3 +63,22 @@ class JobQueue(Protocol):
 
     def add_listener(self, fn: StateListener) -> None:
         """Call ``fn(job, previous_status, extra)`` after every state change."""
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The render workers: name, alive, busy, current jobs, heartbeat, counters."""
+
+
+def open_queue(settings: ServiceSettings) -> JobQueue:
+    """The backend the settings ask for: embedded by default, Celery for a redis:// URL."""
+    if settings.queue:
+        try:
+            from .celery_backend import CeleryQueue
+        except ModuleNotFoundError as exc:
+            from ..errors import InvalidInput
+
+            raise InvalidInput(f"the Celery queue needs {exc.name}",
+                               hint="pip install 'facetalk[server,queue]'") from None
+        return CeleryQueue(settings)
+    from .embedded import EmbeddedQueue
+
+    return EmbeddedQueue(settings)

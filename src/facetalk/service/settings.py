@@ -18,6 +18,8 @@ from ..errors import InvalidInput
 from ..settings import Limits
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$", re.IGNORECASE)
+#: How much longer than the longest job the broker's visibility timeout must be.
+VISIBILITY_MARGIN_S = 60.0
 _UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -54,7 +56,12 @@ ENV = {
     "max_attempts": "FACETALK_MAX_ATTEMPTS",
     "min_free_disk_mb": "FACETALK_MIN_FREE_DISK_MB",
     "max_connections": "FACETALK_MAX_CONNECTIONS",
+    "queue": "FACETALK_QUEUE",
+    "visibility_timeout": "FACETALK_VISIBILITY_TIMEOUT",
 }
+
+#: Queue URL schemes that select the Celery backend (Redis broker).
+QUEUE_SCHEMES = ("redis://", "rediss://")
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,11 @@ class ServiceSettings:
     max_connections: int = 256
     #: The engine's input limits (pixels, seconds, bytes), from FACETALK_MAX_*.
     limits: Limits = field(default_factory=Limits)
+    #: None = the embedded queue; ``redis://HOST:6379/0`` = Celery with a Redis broker.
+    queue: str | None = None
+    #: Celery/Redis: seconds before an unacknowledged job is delivered again. Every job's
+    #: time limit is kept below it, so a job that is still rendering is never re-delivered.
+    visibility_timeout: float = 6 * 3600.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -96,6 +108,12 @@ class ServiceSettings:
             raise InvalidInput(f"max_attempts must be at least 1, got {self.max_attempts}")
         if self.job_timeout is not None and self.job_timeout <= 0:
             raise InvalidInput("job_timeout must be positive (or 'auto')")
+        if self.queue is not None and not self.queue.startswith(QUEUE_SCHEMES):
+            raise InvalidInput(f"queue must be a redis:// or rediss:// URL, got {self.queue!r}",
+                               hint="e.g. --queue redis://127.0.0.1:6379/0 (leave it out for "
+                                    "the embedded queue)")
+        if self.visibility_timeout < 60:
+            raise InvalidInput("visibility_timeout must be at least 60 s")
         if any(len(k) < 8 for k in self.api_keys):
             raise InvalidInput("API keys must be at least 8 characters",
                                hint="Generate one with: python -c 'import secrets; "
@@ -123,9 +141,16 @@ class ServiceSettings:
         512 px, so only a render that is really stuck is killed.
         """
         if self.job_timeout is not None:
-            return self.job_timeout
+            return min(self.job_timeout, self.max_job_timeout) if self.queue else self.job_timeout
         scale = max(1.0, (min_resolution / 512.0) ** 2)
-        return 120.0 + 30.0 * max(video_seconds, 0.0) * scale
+        auto = 120.0 + 30.0 * max(video_seconds, 0.0) * scale
+        return min(auto, self.max_job_timeout) if self.queue else auto
+
+    @property
+    def max_job_timeout(self) -> float:
+        """With a broker, the longest a job may run: below the visibility timeout, so the
+        broker never hands a job that is still rendering to a second worker."""
+        return max(30.0, self.visibility_timeout - VISIBILITY_MARGIN_S)
 
     @classmethod
     def load(cls, overrides: Mapping[str, Any] | None = None,
@@ -163,6 +188,11 @@ def _convert(name: str, value: Any) -> Any:
         return Path(value)
     if name == "retention":
         return parse_duration(value, "retention")
+    if name == "visibility_timeout":
+        return parse_duration(value, "visibility_timeout")
+    if name == "queue":
+        text = str(value).strip()
+        return None if text.lower() in ("", "embedded") else text
     if name == "job_timeout":
         if isinstance(value, str) and value.strip().lower() in ("auto", ""):
             return None

@@ -121,7 +121,12 @@ def _run(generate: Any, job_id: str, portrait: str, audio: str, options: dict[st
             "detail": f"the render failed with an internal error (error id {error_id})",
             "hint": "This is a bug in facetalk; report the error id to the operator."},
             error_id)
-    return ("done", job_id, {
+    return ("done", job_id, result_document(result))
+
+
+def result_document(result: Any) -> dict[str, Any]:
+    """The job record's ``result`` from a GenerationResult (both queue backends use it)."""
+    return {
         "render_id": result.render_id,
         "duration": result.duration,
         "frames": result.frames,
@@ -136,7 +141,7 @@ def _run(generate: Any, job_id: str, portrait: str, audio: str, options: dict[st
         "sync_offset_ms": result.sync_offset_ms,
         "stats": result.stats,
         "bytes": os.path.getsize(result.path),
-    })
+    }
 
 
 if __name__ == "__main__":
