@@ -40,15 +40,18 @@ from .errors import (
     QueueFull,
     http_status,
 )
+from .live import live_router
 from .logs import AuditTrail, log
 from .metrics import CONTENT_TYPE, Metrics
-from .queue import JobQueue
+from .queue import JobQueue, open_queue
 from .schemas import ErrorOut, JobOut, JobPage, submit_request_body
 from .settings import ServiceSettings
 from .storage import new_job_id, valid_job_id
 from .store import SUCCEEDED, Job, NewJob
 from .uploads import options_from_form, receive_form
 from .validator import ValidatorPool
+from .web import install as install_web_page
+from .workers_api import install_workers_api
 
 _log = logging.getLogger("facetalk.service")
 
@@ -71,9 +74,7 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     """Build the service. The queue (embedded by default) starts with the app's lifespan."""
     settings = settings or ServiceSettings.load()
     if queue is None:
-        from .embedded import EmbeddedQueue
-
-        queue = EmbeddedQueue(settings)
+        queue = open_queue(settings)  # embedded, or Celery when settings.queue is a redis:// URL
     audit = AuditTrail(settings.storage / "audit.log")
     metrics = Metrics(queue, settings.max_queued)
     queue.add_listener(audit)
@@ -106,6 +107,11 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(SecurityHeadersMiddleware)
     _install_error_handlers(app)
+    install_web_page(app)  # the page at / and its /v1/options, /v1/analyze (after the middleware)
+    install_workers_api(app)  # GET /v1/workers and the per-worker metrics
+    # Live mode: avatars, WS /v1/stream, /v1/say and the /live page.
+    app.include_router(live_router(settings.storage, settings.api_keys,
+                                   settings.limits.max_input_bytes))
 
     def view(job: Job) -> dict[str, Any]:
         return job_view(job, queue, settings)

@@ -2,7 +2,9 @@
 
 A pure ASGI middleware rather than a FastAPI dependency, so it also guards /docs,
 /openapi.json, /metrics and any route added later: every route but /healthz (which a
-load balancer must reach without a secret) needs a key once one is configured.
+load balancer must reach without a secret) and the /live page (a browser cannot send a
+header when it navigates; the page holds no data and asks for the key itself) needs a
+key once one is configured. The WebSocket ``/v1/stream`` checks the key itself.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import Unauthorized
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/live"})
 
 
 def _digest(key: str) -> bytes:
