@@ -112,17 +112,20 @@ async def _session(url: str, avatar: str, key: str | None, pcm: np.ndarray) -> d
             await asyncio.wait_for(reader, timeout=5)
         except (TimeoutError, websockets.ConnectionClosed):
             reader.cancel()
-    duration = len(pcm) / RATE
-    expected = int(duration * fps)
+    # Where each chunk landed on the server's timeline (it adds silence while none
+    # arrives, e.g. before a late first chunk): frames are matched to chunks by that.
+    at = np.array([starts.get(k, np.nan) for k in range(len(sent))])
+    if np.isnan(at).any():
+        raise click.ClickException("the server did not echo every audio chunk")
+    ends = at + np.diff(np.arange(0, len(pcm) + chunk, chunk).clip(max=len(pcm))) / RATE
+    lo, hi = int(np.ceil(at[0] * fps - 1e-6)), int(np.ceil(ends[-1] * fps - 1e-6))
     latencies = []
-    for index in range(expected):
-        if index not in frames:
-            continue
-        t, received = frames[index]
-        k = int(t / CHUNK_S)  # the chunk holding this moment of audio
-        if k < len(sent):
+    for t, received in frames.values():
+        k = int(np.searchsorted(at, t + 1e-6, side="right")) - 1  # the chunk holding t
+        if 0 <= k < len(sent) and t < ends[k]:
             latencies.append((received - sent[k]) * 1000)
-    got = [i for i in range(expected) if i in frames]
+    got = [i for i in range(lo, hi) if i in frames]
+    expected = hi - lo
     span = (frames[got[-1]][1] - frames[got[0]][1]) if len(got) > 1 else 1.0
     return {"frames": len(got), "expected": expected, "dropped": expected - len(got),
             "fps": (len(got) - 1) / span if len(got) > 1 else 0.0,

@@ -301,13 +301,17 @@ def live_router(storage: Path, api_keys: tuple[str, ...], max_input_bytes: int) 
 
     @router.websocket("/v1/stream")
     async def stream(ws: WebSocket, avatar: str = "", api_key: str | None = None) -> None:
+        # Refusals accept first, then close: a close before the handshake reaches the
+        # client as a bare HTTP 403 (browsers report 1006), never as the 44xx code.
         header_key = ws.headers.get("x-api-key")
         if not _key_ok(api_keys, api_key or header_key):
+            await ws.accept()
             await ws.close(code=4401, reason="a valid api_key is required")
             return
         entry = await anyio.to_thread.run_sync(store.get, avatar) if avatar else None
         if entry is None:
-            await ws.close(code=4404, reason=f"no avatar {avatar!r}: POST /v1/avatars first")
+            await ws.accept()
+            await ws.close(code=4404, reason=f"no avatar {avatar[:64]!r}: POST /v1/avatars first")
             return
         await ws.accept()
         session = _Session(ws, entry)
