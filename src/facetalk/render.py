@@ -81,6 +81,17 @@ class Renderer:
             self._buf[name] = buf
         return buf
 
+    def _scratch(self, name: str, shape: tuple[int, int], dtype: type) -> np.ndarray:
+        """A C-contiguous scratch array of a size that changes every frame (the mouth and
+        eye boxes), carved from one flat buffer that only grows: keying buffers by their
+        size kept one per size ever seen and grew memory with the video's length."""
+        n = shape[0] * shape[1]
+        flat = self._buf.get(name)
+        if flat is None or flat.size < n:
+            flat = np.empty(max(n, 2 * (0 if flat is None else flat.size)), dtype)
+            self._buf[name] = flat
+        return flat[:n].reshape(shape)
+
     # -- one frame -------------------------------------------------------------------
     def frame(self, controls: np.ndarray, pose: np.ndarray, out: np.ndarray | None = None
               ) -> np.ndarray:
@@ -115,7 +126,7 @@ class Renderer:
                 continue
             bx0, by0, bx1, by1 = box
             bh, bw = by1 - by0, bx1 - bx0
-            label = self._buffer(f"lab{bh}x{bw}", (bh, bw), np.uint8)
+            label = self._scratch("boxlab", (bh, bw), np.uint8)
             rasterize(dst - (x0 + bx0, y0 + by0), self.src_work, rig.tris, rig.kinds,
                       map_x[by0:by1, bx0:bx1], map_y[by0:by1, bx0:bx1], label)
         t0 = self._tick("warp", t0)
