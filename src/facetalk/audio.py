@@ -87,24 +87,23 @@ def load_audio(src: Source, limits: Limits | None = None) -> Audio:
         source_rate = stream.codec_context.sample_rate or stream.rate or 0
         source_channels = stream.codec_context.channels or 1
         resampler = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_RATE)
-        chunks: list[np.ndarray] = []
-        total = 0
         cap = int(limits.max_audio_seconds * ANALYSIS_RATE)
+        # One buffer sized from the declared length (grown if that was wrong), not a list
+        # of chunks joined at the end: the peak stays at about one copy of the signal.
+        buf = _Growing(int((declared or 30.0) * ANALYSIS_RATE * 1.02) + 4096)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    arr = out.to_ndarray().reshape(-1)
-                    chunks.append(arr)
-                    total += arr.size
-                if total > cap:
-                    raise LimitExceeded(_too_long(total / ANALYSIS_RATE, limits))
+                    buf.append(out.to_ndarray().reshape(-1))
+                if buf.size > cap:
+                    raise LimitExceeded(_too_long(buf.size / ANALYSIS_RATE, limits))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                buf.append(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as exc:
-            if not chunks:
+            if buf.size == 0:
                 raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from None
             # A damaged tail still leaves usable audio; keep what decoded.
-    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    samples = buf.array()
     if samples.size == 0:
         raise UnsupportedMedia("the audio contains no samples (empty recording)",
                                hint="Record or export at least a fraction of a second.")
@@ -113,6 +112,29 @@ def load_audio(src: Source, limits: Limits | None = None) -> Audio:
     return Audio(samples=samples, sample_rate=ANALYSIS_RATE,
                  source_rate=int(source_rate) or ANALYSIS_RATE,
                  source_channels=int(source_channels))
+
+
+class _Growing:
+    """A float32 buffer that grows by half when full."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(max(capacity, 1024), np.float32)
+        self.size = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        end = self.size + chunk.size
+        if end > self._data.size:
+            grown = np.empty(max(end, self._data.size * 3 // 2), np.float32)
+            grown[:self.size] = self._data[:self.size]
+            self._data = grown
+        self._data[self.size:end] = chunk
+        self.size = end
+
+    def array(self) -> np.ndarray:
+        """The samples so far (a copy only when the buffer is much too large)."""
+        if self.size < self._data.size // 2:
+            return self._data[:self.size].copy()
+        return self._data[:self.size]
 
 
 def _too_long(seconds: float, limits: Limits) -> str:

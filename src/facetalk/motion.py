@@ -407,7 +407,9 @@ def _bump(tt: np.ndarray, rise: float, decay: float) -> np.ndarray:
     """0 before 0, smooth rise over ``rise`` s, exponential decay afterwards."""
     u = np.clip(tt / rise, 0.0, 1.0)
     up = u * u * (3 - 2 * u)
-    return np.where(tt < 0, 0.0, np.where(tt < rise, up, np.exp(-(tt - rise) / decay)))
+    # The exponent is clipped where the branch is not taken (it would overflow there).
+    tail = np.exp(-np.maximum(tt - rise, 0.0) / decay)
+    return np.where(tt < 0, 0.0, np.where(tt < rise, up, tail))
 
 
 def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: float,
