@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,10 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
         report("audio", 0.03)
         feats = analyze(sound.samples, sound.sample_rate)
         lap("features")
+        # The analysis signal is not needed past this point (the soundtrack is decoded
+        # again, streaming): let it go, so a long clip does not hold it while rendering.
+        audio_s = sound.duration
+        sound = replace(sound, samples=np.zeros(0, np.float32))
     finally:
         face, rig = face_job.result()  # re-raises NoFaceFound and friends
     lap("face")  # only the wait beyond the audio stages: the two overlap
@@ -218,12 +222,12 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
     check_cancel()
 
     # 4. plan the motion for every frame
-    duration = options.duration if options.duration is not None else sound.duration
+    duration = options.duration if options.duration is not None else audio_s
     n_frames = max(1, int(round(duration * options.fps)))
     video_s = n_frames / options.fps
-    if video_s < sound.duration - 0.5 / options.fps:
+    if video_s < audio_s - 0.5 / options.fps:
         warnings.append(f"duration {video_s:.2f} s is shorter than the audio "
-                        f"({sound.duration:.2f} s); audio and video were both cut")
+                        f"({audio_s:.2f} s); audio and video were both cut")
     plan = plan_motion(feats, n_frames, options)
     lap("motion")
     check_cancel()
@@ -271,6 +275,6 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
     report("done", 1.0, n_frames, n_frames, 0.0)
     return GenerationResult(
         path=out_path, duration=video_s, frames=n_frames, width=framing.out_w,
-        height=framing.out_h, fps=options.fps, audio_duration=sound.duration,
+        height=framing.out_h, fps=options.fps, audio_duration=audio_s,
         timings=timings, warnings=warnings, sync_offset_ms=plan.offset_ms,
         render_id=render_id, options=options, stats=stats)
