@@ -118,14 +118,21 @@ async def _session(url: str, avatar: str, key: str | None, pcm: np.ndarray) -> d
     if np.isnan(at).any():
         raise click.ClickException("the server did not echo every audio chunk")
     ends = at + np.diff(np.arange(0, len(pcm) + chunk, chunk).clip(max=len(pcm))) / RATE
-    lo, hi = int(np.ceil(at[0] * fps - 1e-6)), int(np.ceil(ends[-1] * fps - 1e-6))
+
+    def chunk_of(t: float) -> int | None:
+        """The chunk holding moment ``t`` of the timeline (None: silence the server added)."""
+        k = int(np.searchsorted(at, t + 1e-6, side="right")) - 1
+        return k if 0 <= k < len(sent) and t < ends[k] else None
+
     latencies = []
     for t, received in frames.values():
-        k = int(np.searchsorted(at, t + 1e-6, side="right")) - 1  # the chunk holding t
-        if 0 <= k < len(sent) and t < ends[k]:
+        k = chunk_of(t)
+        if k is not None:
             latencies.append((received - sent[k]) * 1000)
-    got = [i for i in range(lo, hi) if i in frames]
-    expected = hi - lo
+    lo, hi = int(np.ceil(at[0] * fps - 1e-6)), int(np.ceil(ends[-1] * fps - 1e-6))
+    wanted = [i for i in range(lo, hi) if chunk_of(i / fps) is not None]
+    got = [i for i in wanted if i in frames]
+    expected = len(wanted)
     span = (frames[got[-1]][1] - frames[got[0]][1]) if len(got) > 1 else 1.0
     return {"frames": len(got), "expected": expected, "dropped": expected - len(got),
             "fps": (len(got) - 1) / span if len(got) > 1 else 0.0,

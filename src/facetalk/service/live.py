@@ -358,7 +358,7 @@ async def _run_session(session: _Session, slots: anyio.CapacityLimiter) -> None:
             try:
                 command = json.loads(message["text"])
                 kind = command["type"]
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError):  # deep nesting
                 await ws.close(code=1003, reason='text messages must be JSON {"type": ...}')
                 return
             if kind == "stop":

@@ -1,0 +1,458 @@
+"""Live mode over HTTP and WebSocket: avatars, ``/v1/say``, the ``/live`` page, ``/v1/stream``.
+
+The HTTP routes run in-process with the FastAPI TestClient (as in test_service_api.py).
+The WebSocket tests talk to a real uvicorn server on a loopback port with a real client
+(``websockets``): the TestClient hides what a browser sees when a socket is refused
+(a close before the handshake is a bare HTTP 403 on the wire, not a 44xx close code),
+and its ``receive`` cannot time out. Everything about the frames is measured from the
+bytes received: headers parsed, JPEGs decoded, the mouth found in the decoded picture.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import socket
+import struct
+import threading
+import time
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from PIL import Image
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from facetalk import landmarks as L
+from facetalk import tts
+from facetalk.face import analyze_face
+from facetalk.service.app import create_app
+from facetalk.service.settings import ServiceSettings
+
+KEY = "live-test-key-0123456789"
+RATE = 16000
+CHUNK = 640  # 40 ms of 16 kHz audio per message
+SIZE = 320  # frame size asked for (short side): small to keep the test quick
+FRAME = struct.Struct("<cIQ")
+AUDIO = struct.Struct("<cQ")
+
+
+# -- servers and clients -------------------------------------------------------------------
+@contextlib.contextmanager
+def app_client(storage: Path, **settings: Any) -> Iterator[TestClient]:
+    """The service in-process, with one render worker, on ``storage``."""
+    s = ServiceSettings(storage=storage, workers=1, **settings)
+    with TestClient(create_app(s), raise_server_exceptions=False) as client:
+        yield client
+
+
+class LiveServer:
+    """The service under a real uvicorn on a free loopback port, in a thread."""
+
+    def __init__(self, storage: Path, **settings: Any) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        app = create_app(ServiceSettings(storage=storage, workers=1, **settings))
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, avatar: str, key: str | None = KEY) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream?avatar={avatar}" + (
+            f"&api_key={key}" if key is not None else "")
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        end = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < end, "uvicorn did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+class Session:
+    """A WebSocket client of /v1/stream; a reader thread records every message."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.ready = json.loads(self.ws.recv(timeout=30))
+        self.frames: list[tuple[int, float, bytes]] = []  # index, time (s), JPEG
+        self.arrived: list[float] = []  # time.monotonic() when each frame arrived
+        self.sent: list[float] = []  # time.monotonic() when each send_paced chunk was sent
+        self.acks: list[dict[str, Any]] = []
+        self.stats: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.spoken: list[tuple[float, bytes]] = []  # start (s), PCM16 the server spoke
+        self.ended = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            for msg in self.ws:
+                now = time.monotonic()
+                if isinstance(msg, bytes) and msg[:1] == b"F":
+                    _, index, t_us = FRAME.unpack_from(msg)
+                    self.frames.append((index, t_us / 1e6, msg[FRAME.size:]))
+                    self.arrived.append(now)
+                elif isinstance(msg, bytes) and msg[:1] == b"A":
+                    _, start_us = AUDIO.unpack_from(msg)
+                    self.spoken.append((start_us / 1e6, msg[AUDIO.size:]))
+                elif isinstance(msg, str):
+                    m = json.loads(msg)
+                    {"audio": self.acks, "stats": self.stats}.get(m["type"], self.errors).append(m)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.ended.set()
+
+    def wait(self, pred: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+        end = time.monotonic() + timeout
+        while not pred():
+            assert not self.ended.is_set() or pred(), f"connection closed while waiting for {what}"
+            assert time.monotonic() < end, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    def send_paced(self, pcm: bytes, chunk: int = CHUNK) -> list[float]:
+        """Send PCM16 in ``chunk``-sample messages at real-time pace, as a microphone
+        would; the length of each message in seconds."""
+        t0 = time.monotonic()
+        lengths = []
+        for k, i in enumerate(range(0, len(pcm), 2 * chunk)):
+            delay = t0 + k * chunk / RATE - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            part = pcm[i:i + 2 * chunk]
+            self.sent.append(time.monotonic())
+            self.ws.send(part)
+            lengths.append(len(part) / 2 / RATE)
+        return lengths
+
+
+@contextlib.contextmanager
+def session(url: str, **headers: str) -> Iterator[Session]:
+    """A connected :class:`Session` (its first message, ``ready``, already read)."""
+    with connect(url, open_timeout=30, max_size=None, additional_headers=headers or None) as ws:
+        s = Session(ws)
+        yield s
+    s.reader.join(10)
+
+
+def refusal(url: str, **headers: str) -> tuple[int, str]:
+    """Open ``url``; the close code and reason the server answered with (fails if it streams)."""
+    try:
+        with connect(url, open_timeout=30, additional_headers=headers or None) as ws:
+            msg = ws.recv(timeout=30)
+    except InvalidStatus as exc:
+        raise AssertionError(f"refused at the handshake with HTTP {exc.response.status_code}, "
+                             "not with a WebSocket close code") from None
+    except ConnectionClosed as exc:
+        assert exc.rcvd is not None, "closed without a close frame"
+        return exc.rcvd.code, exc.rcvd.reason
+    raise AssertionError(f"the stream opened: {msg!r}")
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def portrait_bytes(astronaut_path: Path) -> bytes:
+    return astronaut_path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """No API keys: the HTTP routes."""
+    with app_client(tmp_path_factory.mktemp("live-api")) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real server with an API key: the WebSocket."""
+    with LiveServer(tmp_path_factory.mktemp("live-ws"), api_keys=(KEY,)) as s:
+        yield s
+
+
+def create_avatar(post: Callable[..., httpx.Response], portrait: bytes,
+                  **headers: str) -> httpx.Response:
+    return post("/v1/avatars", files={"portrait": ("me.png", portrait, "image/png")},
+                data={"min_resolution": str(SIZE)}, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def avatar(server: LiveServer, portrait_bytes: bytes) -> dict[str, Any]:
+    with httpx.Client(base_url=server.base, timeout=120) as http:
+        r = create_avatar(http.post, portrait_bytes, **{"X-API-Key": KEY})
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+@pytest.fixture(scope="module")
+def speech_pcm() -> bytes:
+    """About two seconds of English speech as 16 kHz mono PCM16."""
+    from scipy.signal import resample_poly
+
+    if not tts.available():
+        pytest.fail("espeak-ng is required: apt-get install espeak-ng (make test installs it)")
+    s = tts.speak("Hello, my friend. Nice to see you.", wpm=175)
+    x = resample_poly(s.samples, RATE, s.rate)
+    return bytes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def noise_png() -> bytes:
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (320, 320, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def decode(jpeg: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(jpeg)) as im:
+        assert im.format == "JPEG"
+        return np.asarray(im.convert("RGB"))
+
+
+# -- avatars -------------------------------------------------------------------------------
+def test_create_get_and_delete_an_avatar(api: TestClient, portrait_bytes: bytes) -> None:
+    r = create_avatar(api.post, portrait_bytes)
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert len(doc["id"]) == 16 and doc["id"].isalnum()
+    assert min(doc["width"], doc["height"]) == SIZE and doc["fps"] == 25
+    assert doc["portrait_sha256"] == hashlib.sha256(portrait_bytes).hexdigest()
+    assert doc["options"]["min_resolution"] == SIZE
+    assert doc["stream_url"] == f"/v1/stream?avatar={doc['id']}"
+    # Kept: GET answers the same document, without analysing the portrait again.
+    got = api.get(f"/v1/avatars/{doc['id']}")
+    assert got.status_code == 200 and got.json() == doc
+    folder = api.app.state.settings.storage / "avatars"
+    assert (folder / f"{doc['id']}.portrait").read_bytes() == portrait_bytes
+    # Deleted: gone from memory and disk.
+    assert api.delete(f"/v1/avatars/{doc['id']}").status_code == 204
+    gone = api.get(f"/v1/avatars/{doc['id']}")
+    assert gone.status_code == 404 and gone.json()["error"] == "not_found"
+    assert api.delete(f"/v1/avatars/{doc['id']}").status_code == 404
+    assert not list(folder.glob(f"{doc['id']}*"))
+
+
+def test_unknown_or_malformed_avatar_ids_are_404(api: TestClient) -> None:
+    for avatar_id in ("0123456789abcdef", "..%2F..%2Fsecret", "a" * 65, "x.json"):
+        r = api.get(f"/v1/avatars/{avatar_id}")
+        assert r.status_code == 404, (avatar_id, r.text)
+    assert api.delete("/v1/avatars/0123456789abcdef").status_code == 404
+
+
+def test_picture_without_a_face_is_refused_clearly(api: TestClient) -> None:
+    r = create_avatar(api.post, noise_png())
+    assert r.status_code == 422, r.text
+    err = r.json()
+    assert err["error"] == "no_face_found" and err["detail"] and "frontal" in err["hint"]
+    assert not list((api.app.state.settings.storage / "avatars").glob("*.portrait"))
+
+
+def test_bad_avatar_requests_are_4xx(api: TestClient, portrait_bytes: bytes) -> None:
+    not_image = api.post("/v1/avatars", files={"portrait": ("a.png", b"not an image")})
+    assert 400 <= not_image.status_code < 500, not_image.text
+    assert api.post("/v1/avatars", data={"fps": "25"}).status_code == 422  # no portrait
+    assert api.post("/v1/avatars", content=b"{}",
+                    headers={"content-type": "application/json"}).status_code == 422
+    r = api.post("/v1/avatars", files={"portrait": ("p.png", portrait_bytes)},
+                 data={"duration": "5"})  # a per-render option: no sense for an avatar
+    assert r.status_code == 422 and "duration" in r.json()["detail"]
+    r = api.post("/v1/avatars", files={"portrait": ("p.png", portrait_bytes)},
+                 data={"options": "[1, 2]"})
+    assert r.status_code == 422
+
+
+def test_avatar_survives_a_restart_on_the_same_storage(tmp_path: Path, portrait_bytes: bytes) -> None:
+    with app_client(tmp_path) as first:
+        doc = create_avatar(first.post, portrait_bytes).json()
+    with app_client(tmp_path) as second:
+        r = second.get(f"/v1/avatars/{doc['id']}")
+        assert r.status_code == 200, r.text
+        again = r.json()
+        assert {k: again[k] for k in ("id", "width", "height", "fps", "portrait_sha256", "options")} \
+            == {k: doc[k] for k in ("id", "width", "height", "fps", "portrait_sha256", "options")}
+        with second.websocket_connect(f"/v1/stream?avatar={doc['id']}") as ws:
+            ready = ws.receive_json()
+            assert ready["type"] == "ready" and (ready["width"], ready["height"]) == \
+                (doc["width"], doc["height"])
+            ws.send_json({"type": "stop"})
+
+
+# -- /v1/say, /live and the API key ----------------------------------------------------------
+def test_say_returns_a_wav_of_speech(api: TestClient) -> None:
+    r = api.post("/v1/say", json={"text": "Good morning, how are you today?"})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(r.content)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, RATE)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
+    assert len(pcm) / RATE > 0.5
+    assert np.sqrt(np.mean(pcm**2)) > 0.01  # speech, not silence
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"text": 5}', b'["hello"]', b'{"text": "   "}',
+                                  b'{"words": "hello"}', json.dumps({"text": "x" * 1001}).encode()])
+def test_say_refuses_bad_requests(api: TestClient, body: bytes) -> None:
+    r = api.post("/v1/say", content=body, headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    assert r.json()["error"] and r.json()["detail"]
+
+
+def test_live_page_needs_no_key_but_the_api_does(server: LiveServer, portrait_bytes: bytes) -> None:
+    with httpx.Client(base_url=server.base, timeout=60) as http:
+        page = http.get("/live")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<canvas" in page.text and "/v1/stream" in page.text
+        assert create_avatar(http.post, portrait_bytes).status_code == 401
+        assert create_avatar(http.post, portrait_bytes, **{"X-API-Key": "wrong-key-0000"}).status_code == 401
+        assert http.get("/v1/avatars/0123456789abcdef").status_code == 401
+        assert http.delete("/v1/avatars/0123456789abcdef").status_code == 401
+        assert http.post("/v1/say", json={"text": "hi"}).status_code == 401
+        assert http.post("/v1/say", json={"text": "hi"},
+                         headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+
+
+# -- WS /v1/stream -------------------------------------------------------------------------
+def test_stream_refusals_have_close_codes(server: LiveServer, avatar: dict[str, Any]) -> None:
+    assert refusal(server.ws_url("0123456789abcdef"))[0] == 4404
+    assert refusal(server.ws_url(""))[0] == 4404
+    code, reason = refusal(server.ws_url(avatar["id"], key=None))
+    assert code == 4401 and "api_key" in reason
+    assert refusal(server.ws_url(avatar["id"], key="wrong-key-0000"))[0] == 4401
+    assert refusal(server.ws_url(avatar["id"], key=None), **{"X-API-Key": "wrong-key-0000"})[0] == 4401
+    # The right key, in the query (browsers) or as a header (other clients), works.
+    with session(server.ws_url(avatar["id"])) as s:
+        assert s.ready["type"] == "ready"
+    with session(server.ws_url(avatar["id"], key=None), **{"X-API-Key": KEY}) as s:
+        assert s.ready["type"] == "ready"
+
+
+def test_speech_streams_to_timestamped_jpeg_frames_with_a_moving_mouth(
+        server: LiveServer, avatar: dict[str, Any], speech_pcm: bytes) -> None:
+    with session(server.ws_url(avatar["id"])) as s:
+        ready = s.ready
+        assert ready["type"] == "ready" and ready["format"] == "jpeg"
+        assert (ready["width"], ready["height"]) == (avatar["width"], avatar["height"])
+        assert ready["fps"] == 25 and ready["sample_rate"] == RATE
+        assert 0 < ready["lookahead_ms"] <= 200
+        fps = ready["fps"]
+        lengths = s.send_paced(speech_pcm)
+        n_speech = len(lengths)
+        lengths += s.send_paced(bytes(2 * int(1.6 * RATE)))  # then silence
+        s.wait(lambda: len(s.acks) == len(lengths), what="an audio echo per chunk")
+        end_t = s.acks[-1]["start_s"] + lengths[-1]
+        s.ws.send(json.dumps({"type": "flush"}))
+        s.wait(lambda: bool(s.frames) and s.frames[-1][1] >= end_t - 1 / fps, what="the last frames")
+        s.ws.send(json.dumps({"type": "stop"}))
+        assert s.ended.wait(20) and s.ws.close_code == 1000
+    assert not s.errors, s.errors
+
+    # Every chunk is echoed in order with its place on the timeline, right after the one
+    # before (later if the server added idle silence between two late chunks).
+    assert [a["seq"] for a in s.acks] == list(range(len(lengths)))
+    starts = np.array([a["start_s"] for a in s.acks])
+    assert starts[0] >= 0 and np.all(np.diff(starts) >= np.array(lengths[:-1]) - 1e-3)
+    # Frames: indices increase, each stamped index / fps, JPEGs of the avatar's size.
+    indices = np.array([f[0] for f in s.frames])
+    times = np.array([f[1] for f in s.frames])
+    assert np.all(np.diff(indices) > 0)
+    assert np.allclose(times, indices / fps, atol=1e-5)
+    pictures = {i: decode(jpeg) for i, _, jpeg in s.frames}
+    assert {p.shape for p in pictures.values()} == {(avatar["height"], avatar["width"], 3)}
+
+    def inside(t: float, chunks: range) -> bool:
+        return any(starts[k] <= t < starts[k] + lengths[k] for k in chunks)
+
+    speech, pause = range(n_speech), range(n_speech, len(lengths))
+    talking = [i for i, t, _ in s.frames if inside(t, speech)]
+    resting = [i for i, t, _ in s.frames if inside(t, pause)
+               and t >= starts[n_speech] + 0.4]  # the mouth has had time to close
+    expected = sum(lengths[:n_speech]) * fps
+    assert len(talking) >= 0.9 * expected, (len(talking), expected)
+    assert len(resting) >= 15
+
+    # The mouth, found in a decoded frame, moves while the voice speaks and rests after.
+    face = analyze_face(pictures[resting[-1]])
+    lips = face.landmarks[list(L.MOUTH_OUTER_UP + L.MOUTH_OUTER_LO), :2]
+    (x0, y0), (x1, y1) = lips.min(axis=0), lips.max(axis=0)
+    pad = 0.3 * (x1 - x0)
+    box = (slice(int(y0 - pad), int(y1 + pad)), slice(int(x0 - pad / 2), int(x1 + pad / 2)))
+
+    def motion(group: list[int]) -> float:
+        """Mean absolute change of the mouth region between consecutive frames."""
+        pairs = [(a, b) for a, b in itertools.pairwise(group) if b == a + 1]
+        return float(np.mean([np.abs(pictures[b][box].astype(np.float32)
+                                     - pictures[a][box].astype(np.float32)).mean()
+                              for a, b in pairs]))
+
+    spoken, still = motion(talking), motion(resting)
+    print(f"mouth motion: speech {spoken:.2f}, silence {still:.2f}")
+    assert spoken > 1.0 and spoken > 3 * still, (spoken, still)
+
+
+def test_frames_keep_coming_without_audio(server: LiveServer, avatar: dict[str, Any]) -> None:
+    with session(server.ws_url(avatar["id"])) as s:
+        t0 = time.monotonic()
+        s.wait(lambda: len(s.frames) >= 25 and len(s.stats) >= 1, timeout=45, what="idle frames")
+        wall = time.monotonic() - t0
+    indices = [f[0] for f in s.frames]
+    assert indices[:25] == list(range(25)) or s.stats[-1]["dropped"] > 0
+    # The idle timeline follows the clock: 25 frames (1 s) took about a second, not less.
+    assert wall >= 0.8, wall
+    assert s.stats[0]["frames"] > 0 and "dropped" in s.stats[0]
+    assert not s.acks  # nothing was sent
+
+
+def test_say_message_speaks_through_the_avatar(server: LiveServer, avatar: dict[str, Any]) -> None:
+    with session(server.ws_url(avatar["id"])) as s:
+        s.ws.send(json.dumps({"type": "say", "text": "Nice to meet you."}))
+        # Messages are handled in order: the error for the empty text marks the end of the first.
+        s.ws.send(json.dumps({"type": "say", "text": ""}))
+        s.wait(lambda: bool(s.errors), timeout=45, what="the sentence, then an error for empty text")
+        assert s.errors[0]["type"] == "error" and s.errors[0]["detail"]
+        seconds = sum(len(pcm) for _, pcm in s.spoken) / 2 / RATE
+        assert seconds > 0.5
+        starts = np.array([t for t, _ in s.spoken])
+        assert np.allclose(np.diff(starts), 0.04, atol=1e-4)  # back to back on the timeline
+        s.wait(lambda: bool(s.frames) and s.frames[-1][1] >= starts[-1], what="frames of the speech")
+        assert sum(starts[0] <= t <= starts[-1] for _, t, _ in s.frames) >= 0.9 * seconds * 25 - 2
+        s.ws.send(json.dumps({"type": "dance"}))
+        assert s.ended.wait(20) and s.ws.close_code == 1003
+
+
+def test_stream_bench_measures_a_running_server(server: LiveServer, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from facetalk.streambench import stream_bench
+
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(stream_bench, ["--url", server.base, "--api-key", KEY, "--seconds", "2",
+                                          "--size", str(SIZE), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "latency p50" in r.output and "frames/s" in r.output
+    figures = json.loads(out.read_text())
+    assert figures["sessions"] == 1 and figures["frames"] + figures["dropped"] == 50
+    assert figures["frames"] >= 45 and figures["fps"] > 5
+    # A frame needs its audio plus the look-ahead: its latency cannot be below ~40 ms.
+    assert 30 < figures["latency_p50_ms"] <= figures["latency_p95_ms"] < 5000

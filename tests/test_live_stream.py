@@ -1,0 +1,445 @@
+"""Live mode acceptance: real speech at real-time pace, abrupt disconnects, garbage.
+
+Against a real uvicorn server on a loopback port (test_live_api.py's LiveServer and
+client), everything is measured from the outside: frames are timed when they arrive
+and decoded, the received frames and the audio sent are put back together into an MP4
+that facetalk.evaluate re-tracks (as ``facetalk eval`` does) to measure lip sync.
+Clients that misbehave use a plain socket with websockets' sans-I/O protocol, so they
+can send invalid frames or vanish without a close frame. Last, the /live page in
+Chromium (as in test_live_browser.py) when a second portrait replaces the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from facetalk import tts
+from facetalk.audio import iter_soundtrack, load_audio
+from facetalk.evaluate import decode_audio, evaluate_track, track_video
+from facetalk.settings import Limits
+from facetalk.video import Mp4Writer, ai_metadata
+from test_live_api import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, decode, session
+
+#: About five seconds of English with a clear pause between the two phrases.
+TEXT = "Please bring me a map of the moon. ... Maybe by Monday, if you can."
+#: Bound on the time from sending audio to receiving its frame. The issue's target is
+#: 150 ms, measured by ``facetalk stream-bench`` on a quiet machine (p95 57 ms here, see
+#: the README) and met by this test alone (p95 53-60 ms); but ``make test`` runs two
+#: copies of the suite at once on two cores, where p95 reached 145 ms, so the test
+#: guards against regressions with headroom instead of re-measuring the target.
+LATENCY_P95_MS = 250.0
+
+
+# -- fixtures ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real server with an API key, for this module alone (its state is inspected)."""
+    with LiveServer(tmp_path_factory.mktemp("live-stream"), api_keys=(KEY,)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def avatar_id(live: LiveServer, astronaut_path: Path) -> str:
+    with httpx.Client(base_url=live.base, timeout=120) as http:
+        r = create_avatar(http.post, astronaut_path.read_bytes(), **{"X-API-Key": KEY})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    """:data:`TEXT` spoken by espeak-ng, as 16 kHz mono PCM16."""
+    from scipy.signal import resample_poly
+
+    if not tts.available():
+        pytest.fail("espeak-ng is required: apt-get install espeak-ng (make test installs it)")
+    s = tts.speak(TEXT, wpm=150)
+    x = resample_poly(s.samples, RATE, s.rate)
+    return bytes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def server_log() -> Iterator[list[logging.LogRecord]]:
+    """Records logged by the live router (sessions ending) and uvicorn (app exceptions)."""
+    handler = _Records()
+    live_log, uvicorn_log = logging.getLogger("facetalk.service.live"), logging.getLogger("uvicorn.error")
+    level = live_log.level
+    live_log.setLevel(logging.INFO)
+    for logger in (live_log, uvicorn_log):
+        logger.addHandler(handler)
+    yield handler.records
+    for logger in (live_log, uvicorn_log):
+        logger.removeHandler(handler)
+    live_log.setLevel(level)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _routes(routes: list[Any]) -> Iterator[Any]:
+    for r in routes:  # FastAPI keeps an included router's routes in the router
+        yield r
+        yield from _routes(getattr(getattr(r, "original_router", None), "routes", []))
+
+
+def render_slots(live: LiveServer) -> anyio.CapacityLimiter:
+    """The live router's render limiter, from the closure of the /v1/stream endpoint."""
+    route = next(r for r in _routes(live.server.config.app.routes) if getattr(r, "path", "") == "/v1/stream")
+    slots = inspect.getclosurevars(route.endpoint).nonlocals["render_slots"]
+    assert isinstance(slots, anyio.CapacityLimiter)
+    return slots
+
+
+def wait_idle(live: LiveServer, timeout: float = 10.0) -> None:
+    """Wait until the server runs no ASGI task and holds no WebSocket connection."""
+    state = live.server.server_state
+    end = time.monotonic() + timeout
+    while state.tasks or any("WebSocket" in type(c).__name__ for c in state.connections):
+        assert time.monotonic() < end, (f"{len(state.tasks)} ASGI task(s) and "
+                                        f"{len(state.connections)} connection(s) left")
+        time.sleep(0.02)
+
+
+def ended_sessions(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    return [r for r in records if r.getMessage() == "live session ended"]
+
+
+def app_errors(records: list[logging.LogRecord]) -> list[str]:
+    """Exceptions that escaped the app (uvicorn's own protocol errors are not counted)."""
+    return [r.getMessage() for r in records if r.levelno >= logging.ERROR
+            and (r.name.startswith("facetalk") or "Exception in ASGI application" in r.getMessage())]
+
+
+def chunk_index(starts: np.ndarray, lengths: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """For each time on the timeline, the audio chunk that holds it (-1: server silence)."""
+    k = np.searchsorted(starts, times + 1e-6, side="right") - 1
+    inside = (k >= 0) & (times < starts[k.clip(0)] + lengths[k.clip(0)] - 1e-6)
+    return np.where(inside, k, -1)
+
+
+def assert_covered(times: np.ndarray, begin: float, end: float, fps: int) -> None:
+    """Frames cover [begin, end] of the timeline, never more than two frames apart."""
+    t = np.sort(times[(times >= begin - 2 / fps) & (times <= end + 2 / fps)])
+    assert t.size, "no frames in the span"
+    assert t[0] <= begin + 2 / fps and t[-1] >= end - 2 / fps, (t[0], t[-1], begin, end)
+    holes = np.diff(t)
+    worst = float(holes.max()) if holes.size else 0.0
+    assert worst <= 2 / fps + 1e-6, f"a hole of {worst * fps:.0f} frames at {t[int(np.argmax(holes))]:.2f} s"
+
+
+def stream_speech(s: Session, pcm: bytes) -> tuple[np.ndarray, np.ndarray, float]:
+    """Send ``pcm`` at real-time pace and flush; wait for every echo and the last frames.
+
+    Returns where each chunk landed on the timeline, its length, and the end of the audio.
+    """
+    fps = s.ready["fps"]
+    lengths = s.send_paced(pcm)
+    s.ws.send(json.dumps({"type": "flush"}))
+    s.wait(lambda: len(s.acks) == len(lengths), what="an audio echo per chunk")
+    assert [a["seq"] for a in s.acks] == list(range(len(lengths)))
+    starts = np.array([a["start_s"] for a in s.acks])
+    end = float(starts[-1] + lengths[-1])
+    s.wait(lambda: bool(s.frames) and s.frames[-1][1] >= end - 1 / fps, what="the last frames")
+    return starts, np.array(lengths), end
+
+
+def reassemble(path: Path, s: Session, pcm: bytes, starts: np.ndarray, end: float) -> Path:
+    """The received frames and the audio sent, each at its place on the timeline, as an MP4."""
+    fps = s.ready["fps"]
+    n = int(end * fps)
+    pictures = {i: jpeg for i, _, jpeg in s.frames if i < n}
+    sound = np.zeros(int(round(n / fps * RATE)), np.float32)
+    samples = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+    for k, start in enumerate(starts):
+        at = int(round(start * RATE))
+        part = samples[k * CHUNK:(k + 1) * CHUNK][:max(0, len(sound) - at)]
+        sound[at:at + len(part)] = part
+    wav = path.with_suffix(".wav")
+    tts.write_wav(str(wav), sound, RATE)
+    audio = load_audio(wav)
+    writer = Mp4Writer(path, s.ready["width"], s.ready["height"], fps,
+                       iter_soundtrack(wav, audio, Limits(), n / fps), audio.output_rate,
+                       audio.output_layout, ai_metadata("live-reassembled"))
+    last = decode(pictures[min(pictures)])
+    for i in range(n):  # a missing frame would show the one before (coverage is checked apart)
+        last = decode(pictures[i]) if i in pictures else last
+        writer.write(last)
+    return writer.finish()
+
+
+class RawClient:
+    """/v1/stream on a plain socket, with websockets' sans-I/O protocol: it sends exactly
+    what it is told (invalid frames too) and can vanish without a close frame."""
+
+    def __init__(self, url: str) -> None:
+        uri = parse_uri(url)
+        self.proto = ClientProtocol(uri, max_size=None)
+        self.sock = socket.create_connection((uri.host, uri.port), timeout=30)
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+        self._pending: deque[Frame] = deque()
+        ready = self.receive()
+        assert ready.opcode is Opcode.TEXT and json.loads(ready.data)["type"] == "ready", ready
+
+    def _flush(self) -> None:
+        data = b"".join(self.proto.data_to_send())
+        if data:
+            with contextlib.suppress(OSError):  # the server may have gone already
+                self.sock.sendall(data)
+
+    def receive(self) -> Frame:
+        """The next text, binary or close frame from the server."""
+        while not self._pending:
+            data = self.sock.recv(1 << 16)
+            if data:
+                self.proto.receive_data(data)
+            else:
+                self.proto.receive_eof()
+            for event in self.proto.events_received():
+                if isinstance(event, Response):
+                    assert event.status_code == 101, event
+                elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CLOSE):
+                    self._pending.append(event)
+            self._flush()
+            if not data and not self._pending:
+                raise ConnectionError("the server closed the connection without a close frame")
+        return self._pending.popleft()
+
+    def send_binary(self, data: bytes) -> None:
+        self.proto.send_binary(data)
+        self._flush()
+
+    def send_text(self, data: bytes) -> None:
+        """A text frame of ``data`` as is (even if it is not UTF-8)."""
+        self.proto.send_text(data)
+        self._flush()
+
+    def closed_with(self) -> tuple[int, str]:
+        """Read until the server's close frame; its code and reason."""
+        while (frame := self.receive()).opcode is not Opcode.CLOSE:
+            pass
+        close = Close.parse(frame.data)
+        self.sock.close()
+        return close.code, close.reason
+
+    def vanish(self, reset: bool = False) -> None:
+        """Close the TCP socket without a close frame (``reset``: with an RST, not a FIN)."""
+        if reset:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+
+# -- real-time speech ----------------------------------------------------------------------
+def test_real_time_speech_gets_prompt_frames_in_sync_with_it(
+        live: LiveServer, avatar_id: str, speech: bytes, tmp_path: Path) -> None:
+    seconds = len(speech) / 2 / RATE
+    assert 4.0 <= seconds <= 6.5, seconds
+    with session(live.ws_url(avatar_id)) as s:
+        fps = s.ready["fps"]
+        starts, lengths, end = stream_speech(s, speech)
+        s.ws.send(json.dumps({"type": "stop"}))
+        assert s.ended.wait(20) and s.ws.close_code == 1000
+    assert not s.errors, s.errors
+    times = np.array([t for _, t, _ in s.frames])
+    indices = np.array([i for i, _, _ in s.frames])
+    assert np.all(np.diff(indices) > 0) and np.allclose(times, indices / fps, atol=1e-5)
+    # Frames cover the audio's whole span on the timeline.
+    assert_covered(times, float(starts[0]), end, fps)
+    assert starts[0] < 0.5 and end - starts[0] >= seconds - 1e-3
+
+    # Latency: from sending a chunk to receiving the frame whose time lies in it.
+    k = chunk_index(starts, lengths, times)
+    latency = (np.array(s.arrived)[k >= 0] - np.array(s.sent)[k[k >= 0]]) * 1000
+    assert latency.size >= 0.95 * seconds * fps
+    p50, p95, worst = np.percentile(latency, 50), np.percentile(latency, 95), latency.max()
+
+    # Lip sync of the frames as received, measured from the outside.
+    video = reassemble(tmp_path / "received.mp4", s, speech, starts, end)
+    track, _ = track_video(video)
+    ev = evaluate_track(track, decode_audio(video))
+    print(f"\nlive {seconds:.2f} s of speech, {len(s.frames)} frames: latency p50 {p50:.0f} ms, "
+          f"p95 {p95:.0f} ms, max {worst:.0f} ms; dropped {s.stats[-1]['dropped'] if s.stats else 0}; "
+          f"AV offset {ev.av_offset_ms:+.1f} ms, r {ev.pearson_r:.2f} (best lag {ev.best_lag_r:.2f}), "
+          f"face tracked {ev.face_found_rate:.0%}")
+    assert p95 <= LATENCY_P95_MS, f"latency p95 {p95:.0f} ms (p50 {p50:.0f}, max {worst:.0f})"
+    assert abs(ev.av_offset_ms) <= 40, ev
+    assert ev.pearson_r >= 0.5, ev
+
+
+# -- clients that vanish -------------------------------------------------------------------
+def test_client_that_vanishes_mid_speech_frees_its_session(
+        live: LiveServer, avatar_id: str, speech: bytes,
+        server_log: list[logging.LogRecord]) -> None:
+    slots = render_slots(live)
+    wait_idle(live)
+    # One client streams 1.5 s of speech at once and vanishes as its first frames arrive,
+    # leaving the server with a backlog to render; another asks the server to speak a
+    # sentence and vanishes (with a TCP reset) while the server is speaking it.
+    streamer = RawClient(live.ws_url(avatar_id))
+    for i in range(0, 2 * int(1.5 * RATE), 2 * CHUNK):
+        streamer.send_binary(speech[i:i + 2 * CHUNK])
+    while not (streamer.receive().data[:1] == b"F"):
+        pass
+    streamer.vanish()
+    speaker = RawClient(live.ws_url(avatar_id))
+    speaker.send_text(json.dumps({"type": "say", "text": TEXT}).encode())
+    got: set[bytes] = set()
+    while not {b"A", b"F"} <= got:  # the server speaks (audio echoes) and animates
+        got.add(bytes(speaker.receive().data[:1]))
+    speaker.vanish(reset=True)
+
+    # The server noticed: both sessions ended, no task or connection is left, no render
+    # slot is held, and nothing failed.
+    t0 = time.monotonic()
+    wait_idle(live)
+    ended = ended_sessions(server_log)
+    print(f"\nvanished sessions ended {time.monotonic() - t0:.2f} s after the last left, "
+          f"having sent {[getattr(r, 'frames', None) for r in ended]} frames")
+    assert len(ended) == 2, [r.getMessage() for r in server_log]
+    assert slots.borrowed_tokens == 0, slots.statistics()
+    assert not app_errors(server_log), app_errors(server_log)
+
+    # As many new sessions as there are render slots start and stream at once.
+    def stream_one(pcm: bytes) -> tuple[Session, float, float]:
+        with session(live.ws_url(avatar_id)) as s:
+            starts, _, end = stream_speech(s, pcm)
+            s.ws.send(json.dumps({"type": "stop"}))
+            assert s.ended.wait(20) and s.ws.close_code == 1000
+        return s, float(starts[0]), end
+
+    n = int(slots.total_tokens)
+    with ThreadPoolExecutor(n) as pool:
+        results = list(pool.map(stream_one, [speech[:2 * RATE]] * n))
+    for s, begin, end in results:
+        assert not s.errors, s.errors
+        assert_covered(np.array([t for _, t, _ in s.frames]), begin, end, s.ready["fps"])
+    wait_idle(live)
+    assert len(ended_sessions(server_log)) == 2 + n
+    assert slots.borrowed_tokens == 0 and not app_errors(server_log)
+
+
+# -- clients that send garbage -------------------------------------------------------------
+OVERSIZED_FRAME = b"\x82\xff" + struct.pack("!Q", (16 << 20) + 1) + bytes(4)  # header only
+
+
+@pytest.mark.parametrize(("kind", "message", "code", "reason"), [
+    pytest.param("text", b"hello there", 1003, "must be JSON", id="text-not-json"),
+    pytest.param("text", b'{"text": "hello"}', 1003, "must be JSON", id="json-without-type"),
+    pytest.param("text", b"[1, 2, 3]", 1003, "must be JSON", id="json-not-an-object"),
+    pytest.param("text", b"[" * 100_000 + b"]" * 100_000, 1003, "must be JSON", id="json-nested-too-deep"),
+    pytest.param("text", b'{"type": "dance"}', 1003, "unknown message type 'dance'", id="json-unknown-type"),
+    pytest.param("binary", b"\x01" * 641, 1003, "PCM16", id="binary-odd-length"),
+    pytest.param("binary", bytes(2 * (2 * RATE + 1)), 1003, "at most 2 s", id="binary-over-2-s"),
+    pytest.param("raw", OVERSIZED_FRAME, 1009, "exceeds", id="frame-over-16-MiB"),
+    pytest.param("text", b"\xff\xfe not UTF-8", 1007, None, id="text-not-utf8"),
+])
+def test_garbage_gets_a_close_code_and_reason(
+        live: LiveServer, avatar_id: str, kind: str, message: bytes, code: int, reason: str | None,
+        server_log: list[logging.LogRecord]) -> None:
+    client = RawClient(live.ws_url(avatar_id))
+    if kind == "raw":
+        client.sock.sendall(message)
+    elif kind == "binary":
+        client.send_binary(message)
+    else:
+        client.send_text(message)
+    got_code, got_reason = client.closed_with()
+    print(f"\nclose {got_code}: {got_reason!r}")
+    assert got_code == code, (got_code, got_reason)
+    # uvicorn closes text that is not UTF-8 with 1007 and no reason; the code says it.
+    assert reason is None or reason in got_reason, got_reason
+    wait_idle(live)
+    assert not app_errors(server_log), app_errors(server_log)
+    assert render_slots(live).borrowed_tokens == 0
+
+
+# -- the /live page ------------------------------------------------------------------------
+#: Logs, in the page, each WebSocket's "ready" message and its close, in order.
+LOG_SOCKETS = """(() => {
+  const Native = window.WebSocket;
+  let count = 0;
+  window.socketLog = [];
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      const id = ++count;
+      this.addEventListener("message", (e) => {
+        const ready = typeof e.data === "string" && JSON.parse(e.data).type === "ready";
+        if (ready) window.socketLog.push(`ready ${id}`);
+      });
+      this.addEventListener("close", () => window.socketLog.push(`close ${id}`));
+    }
+  };
+})();"""
+
+
+@pytest.fixture(scope="module")
+def pw() -> Iterator[Any]:
+    from playwright import sync_api
+
+    from test_web_browser import CHROMIUM
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test installs it)")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.mark.slow
+def test_a_second_portrait_keeps_the_controls_of_its_stream(
+        pw: Any, live: LiveServer, astronaut_path: Path, tmp_path: Path) -> None:
+    from test_live_browser import choose
+    from test_web_browser import browser
+
+    with browser(pw, tmp_path) as page:
+        page.add_init_script(LOG_SOCKETS)
+        page.on("dialog", lambda d: d.accept(KEY))
+        assert page.goto(live.base + "/live").status == 200
+        choose(page, "#portrait", astronaut_path)
+        page.wait_for_selector("#say:not([disabled])", timeout=60_000)
+        first = page.locator("#avatar-info").inner_text()
+        # The server speaks the first sentence and reads nothing meanwhile: the second waits
+        # in its queue, so the old socket's close is answered only once the first is spoken,
+        # after the new socket (for the second portrait) is ready.
+        page.fill("#text", TEXT)
+        page.get_by_role("button", name="Say").click()
+        page.get_by_role("button", name="Say").click()
+        second = tmp_path / "second.png"  # the same file again would fire no change event
+        second.write_bytes(astronaut_path.read_bytes())
+        choose(page, "#portrait", second)
+        page.wait_for_function("first => document.getElementById('avatar-info').textContent !== first",
+                               arg=first, timeout=30_000)
+        page.wait_for_function("['ready 2', 'close 1'].every(e => window.socketLog.includes(e))",
+                               timeout=30_000)
+        log = page.evaluate("window.socketLog")
+        assert log.index("ready 2") < log.index("close 1"), log  # the race happened
+        for control in ("#mic", "#file", "#text", "#say"):
+            assert page.is_enabled(control), (control, log)
+        assert "error" not in (page.locator("#status").get_attribute("class") or "")
