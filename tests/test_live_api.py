@@ -456,3 +456,28 @@ def test_stream_bench_measures_a_running_server(server: LiveServer, tmp_path: Pa
     assert figures["frames"] >= 45 and figures["fps"] > 5
     # A frame needs its audio plus the look-ahead: its latency cannot be below ~40 ms.
     assert 30 < figures["latency_p50_ms"] <= figures["latency_p95_ms"] < 5000
+
+
+def test_api_keys_in_logged_urls_are_blanked() -> None:
+    """uvicorn logs a WebSocket's path with its query, where browsers must put the key."""
+    import io
+    import logging
+
+    from facetalk.service.logs import JsonFormatter, RedactKeys
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactKeys())
+    logger = logging.getLogger("test.redact")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning('%s - "WebSocket %s" [accepted]', "127.0.0.1:5555",
+                       "/v1/stream?avatar=ab12&api_key=s3cr3t-KEY&x=1")
+        logger.warning("GET /live?API_KEY=other-secret HTTP/1.1")
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert "s3cr3t-KEY" not in text and "other-secret" not in text, text
+    assert "avatar=ab12" in text and "api_key=***" in text and "&x=1" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
+_KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"']*", re.IGNORECASE)
+
+
+class RedactKeys(logging.Filter):
+    """Blank ``api_key=...`` in logged URLs: browsers can only send the key of a
+    WebSocket in its query string, and uvicorn logs paths with their query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "api_key=" in record.msg.lower():
+            record.msg = _KEY_IN_QUERY.sub(r"\1***", record.msg)
+        if isinstance(record.args, tuple) and any(
+                isinstance(a, str) and "api_key=" in a.lower() for a in record.args):
+            record.args = tuple(_KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
 def configure(level: str = "info") -> None:
-    """Route every log record (uvicorn's included) to stderr as one JSON object per line."""
+    """Route every log record (uvicorn's included) to stderr as one JSON object per line,
+    with API keys in URLs blanked."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactKeys())
     root.addHandler(handler)
     root.setLevel(level.upper())
 
