@@ -278,6 +278,37 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    verify_slot = anyio.CapacityLimiter(1)  # decoding a video is a render-sized job
+
+    @app.post("/v1/verify", tags=["provenance"], responses=_ERRORS,
+              summary="Read a video's AI-generated labels (metadata and watermark)",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "multipart/form-data": {"schema": {"type": "object", "required": ["video"],
+                                                     "properties": {"video": {
+                                                         "type": "string",
+                                                         "format": "binary"}}}}}}})
+    async def verify(request: Request) -> dict[str, Any]:
+        """Upload ``video`` (any container PyAV reads); the answer is what ``facetalk verify
+        --json`` prints: ``{"watermark": {"found", "payload", "confidence", ...},
+        "metadata": {...}}``. Videos facetalk did not make read as not found. The upload
+        is deleted when the answer is sent."""
+        from ..provenance import verify_report
+
+        try:
+            form = await receive_form(request.headers.get("content-type"), request.stream(),
+                                      queue.storage.new_upload, settings.limits,
+                                      file_parts=("video",))
+        except ClientDisconnect:
+            raise BadRequest("the upload was interrupted by the client") from None
+        try:
+            if set(form.files) != {"video"} or form.fields:
+                raise InvalidInput("send one file part named 'video' and nothing else",
+                                   hint="curl -F video=@clip.mp4 .../v1/verify")
+            path = form.files["video"].path
+            return await anyio.to_thread.run_sync(verify_report, path, limiter=verify_slot)
+        finally:
+            form.discard()
+
     @app.get("/healthz", tags=["ops"], summary="Liveness (no API key needed)")
     async def healthz() -> dict[str, str]:
         """The process answers. Deliberately does no I/O: it must stay fast under load."""

@@ -70,10 +70,12 @@ class Submission:
 class _Receiver:
     """python-multipart callbacks: route part bytes into temp files or field buffers."""
 
-    def __init__(self, new_path: Any, limits: Limits, charset: str) -> None:
+    def __init__(self, new_path: Any, limits: Limits, charset: str,
+                 file_parts: tuple[str, ...] = FILE_PARTS) -> None:
         self.new_path = new_path
         self.limits = limits
         self.charset = charset
+        self.file_parts = file_parts
         self.sub = Submission()
         self.parts = 0
         self._header_name = b""
@@ -110,7 +112,7 @@ class _Receiver:
                              hint="Every part needs Content-Disposition: form-data; name=\"...\".")
         name = raw.decode(self.charset, errors="replace")
         # Only the part's name matters; a filename (however hostile) is never read.
-        if name in FILE_PARTS:
+        if name in self.file_parts:
             if name in self.sub.files:
                 raise InvalidInput(f"the {name} file was sent twice", hint="Send it once.")
             up = Upload(self.new_path())
@@ -166,8 +168,11 @@ class _Receiver:
 
 
 async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new_path: Any,
-                       limits: Limits) -> Submission:
-    """Parse a multipart body into temp files and fields, enforcing every limit on the way."""
+                       limits: Limits, file_parts: tuple[str, ...] = FILE_PARTS) -> Submission:
+    """Parse a multipart body into temp files and fields, enforcing every limit on the way.
+
+    ``file_parts`` names the parts that are files (a job's portrait and audio by default).
+    """
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data":
         raise UnsupportedContentType(
@@ -180,7 +185,7 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
         charset = codecs.lookup(charset).name
     except LookupError:
         charset = "utf-8"
-    rx = _Receiver(new_path, limits, charset)
+    rx = _Receiver(new_path, limits, charset, file_parts)
     callbacks: Any = {
         "on_part_begin": rx.on_part_begin, "on_part_data": rx.on_part_data,
         "on_part_end": rx.on_part_end, "on_header_field": rx.on_header_field,
