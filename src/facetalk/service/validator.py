@@ -16,6 +16,7 @@ The helper speaks the same socket-pair protocol as the render workers.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -25,14 +26,20 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import FacetalkError, InvalidInput, LimitExceeded, NoFaceFound, UnsupportedMedia
 from ..settings import Limits
 from .logs import log
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..audio import Audio
 
 _log = logging.getLogger("facetalk.validator")
 
@@ -42,19 +49,15 @@ _ERRORS: dict[str, type[FacetalkError]] = {
     c.code: c for c in (InvalidInput, UnsupportedMedia, LimitExceeded, NoFaceFound)}
 
 
-def inspect_inputs(portrait: Path, audio: Path, limits: Limits) -> dict[str, dict[str, Any]]:
-    """Fully decode both inputs with the engine's loaders; facts for the job record.
-
-    Any decoder failure on hostile bytes is the client's unsupported media, never a
-    server error; it is logged so a decoder bug stays visible.
-    """
+def decode_portrait(path: Path, limits: Limits) -> np.ndarray:
+    """The engine's ``load_portrait``, with any failure on hostile bytes turned into the
+    client's unsupported media (logged, so a decoder bug stays visible)."""
     from PIL import Image
 
-    from ..audio import load_audio
     from ..image import load_portrait
 
     try:
-        pixels = load_portrait(str(portrait), limits)
+        return load_portrait(str(path), limits)
     except Image.DecompressionBombError as exc:
         # Pillow's own bomb guard fires at open for >2x its default limit.
         raise LimitExceeded(f"the portrait declares too many pixels ({exc})",
@@ -65,16 +68,32 @@ def inspect_inputs(portrait: Path, audio: Path, limits: Limits) -> dict[str, dic
         log(_log, logging.WARNING, "portrait decoder raised an unexpected error",
             error=type(exc).__name__)
         raise UnsupportedMedia("the portrait could not be decoded") from None
-    h, w = pixels.shape[:2]
-    del pixels
+
+
+def decode_audio(path: Path, limits: Limits) -> Audio:
+    """The engine's ``load_audio``, guarded like :func:`decode_portrait`."""
+    from ..audio import load_audio
+
     try:
-        sound = load_audio(str(audio), limits)
+        return load_audio(str(path), limits)
     except (InvalidInput, MemoryError):
         raise
     except Exception as exc:
         log(_log, logging.WARNING, "audio decoder raised an unexpected error",
             error=type(exc).__name__)
         raise UnsupportedMedia("the audio could not be decoded") from None
+
+
+def inspect_inputs(portrait: Path, audio: Path, limits: Limits) -> dict[str, dict[str, Any]]:
+    """Fully decode both inputs with the engine's loaders; facts for the job record.
+
+    Any decoder failure on hostile bytes is the client's unsupported media, never a
+    server error; it is logged so a decoder bug stays visible.
+    """
+    pixels = decode_portrait(portrait, limits)
+    h, w = pixels.shape[:2]
+    del pixels
+    sound = decode_audio(audio, limits)
     return {
         "portrait": {"width": int(w), "height": int(h)},
         "audio": {"duration_s": round(sound.duration, 3), "sample_rate": sound.source_rate,
@@ -82,39 +101,55 @@ def inspect_inputs(portrait: Path, audio: Path, limits: Limits) -> dict[str, dic
     }
 
 
+def raise_reply_error(reply: tuple[Any, ...]) -> NoReturn:
+    """Re-raise in the server the typed error a helper sent back as ``("error", code,
+    message, hint)``."""
+    _, code, message, hint = reply
+    raise _ERRORS.get(code, InvalidInput)(message, hint)
+
+
 # -- the helper process ---------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> None:
-    """``python -m facetalk.service.validator FD LIMITS_JSON``: started by the server only."""
+def serve_helper(argv: list[str] | None, handle: Callable[[Any], dict[str, Any]],
+                 warm: tuple[str, ...], what: str) -> None:
+    """The loop of a helper process (``python -m ... FD LIMITS_JSON``, started by the
+    server only): warm ``warm``'s imports, say ready, then answer each request with
+    ``("ok", handle(request, limits))`` or ``("error", code, message, hint)``, until the
+    server goes away. ``what`` names the input in the out-of-memory message."""
     from . import logs
 
     args = sys.argv[1:] if argv is None else argv
     conn = Connection(int(args[0]))
     limits = Limits(**json.loads(args[1]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     os.nice(5)  # decoding for a client yields to the server's event loop, not vice versa
     logs.configure("warning")
     parent = os.getppid()
-    from PIL import Image  # noqa: F401 - warm the decoders before saying ready
-
-    from .. import audio, image  # noqa: F401
+    for module in warm:
+        importlib.import_module(module)
     try:
         conn.send(("ready",))
         while os.getppid() == parent:
             try:
-                portrait, audio = conn.recv()
+                request = conn.recv()
             except EOFError:
-                return
+                return  # the server is gone
             try:
-                conn.send(("ok", inspect_inputs(Path(portrait), Path(audio), limits)))
+                conn.send(("ok", handle(request, limits)))
             except FacetalkError as exc:
                 conn.send(("error", exc.code, exc.message, exc.hint))
             except MemoryError:
-                conn.send(("error", "limit_exceeded", "the input needs too much memory to decode",
-                           "Use a smaller file."))
+                conn.send(("error", "limit_exceeded",
+                           f"the {what} needs too much memory to decode", "Use a smaller file."))
     except (BrokenPipeError, ConnectionResetError, EOFError):
         return
     finally:
         conn.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m facetalk.service.validator FD LIMITS_JSON``: started by the server only."""
+    serve_helper(argv, lambda req, limits: inspect_inputs(Path(req[0]), Path(req[1]), limits),
+                 ("PIL.Image", "facetalk.audio", "facetalk.image"), "input")
 
 
 # -- the pool, in the server ---------------------------------------------------------------
@@ -196,8 +231,7 @@ class ValidatorPool:
         self._idle.put(helper)
         if reply[0] == "ok":
             return reply[1]
-        _, code, message, hint = reply
-        raise _ERRORS.get(code, InvalidInput)(message, hint)
+        raise_reply_error(reply)
 
     def stop(self) -> None:
         """End every helper."""

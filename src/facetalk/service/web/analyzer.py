@@ -20,8 +20,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -32,11 +30,12 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import FacetalkError, InvalidInput, LimitExceeded, NoFaceFound, UnsupportedMedia
+from ...errors import InvalidInput, UnsupportedMedia
 from ...options import FRAMINGS, GenerationOptions
 from ...settings import Limits
 from ..errors import ServiceError
 from ..logs import log
+from ..validator import decode_audio, decode_portrait, raise_reply_error, serve_helper
 
 _log = logging.getLogger("facetalk.web")
 
@@ -46,8 +45,6 @@ ANALYZE_TIMEOUT_S = 60.0
 PREVIEW_MAX_SIDE = 720
 #: Bars of the waveform sent back for a recording the browser could not decode itself.
 WAVEFORM_BARS = 240
-_ERRORS: dict[str, type[FacetalkError]] = {
-    c.code: c for c in (InvalidInput, UnsupportedMedia, LimitExceeded, NoFaceFound)}
 
 
 class ShuttingDown(ServiceError):
@@ -65,23 +62,10 @@ def analyze_portrait(path: Path, options: GenerationOptions, limits: Limits) -> 
     Coordinates are pixels of the upright picture (EXIF orientation applied), the same
     picture the preview shows, so the page only scales them.
     """
-    from PIL import Image
-
     from ...face import analyze_face
     from ...framing import plan_framing
-    from ...image import load_portrait
 
-    try:
-        pixels = load_portrait(str(path), limits)
-    except Image.DecompressionBombError as exc:
-        raise LimitExceeded(f"the portrait declares too many pixels ({exc})",
-                            hint="Resize the picture; 2-4 megapixels is plenty.") from None
-    except (InvalidInput, MemoryError):
-        raise
-    except Exception as exc:
-        log(_log, logging.WARNING, "portrait decoder raised an unexpected error",
-            error=type(exc).__name__)
-        raise UnsupportedMedia("the portrait could not be decoded") from None
+    pixels = decode_portrait(path, limits)
     h, w = pixels.shape[:2]
     face = analyze_face(pixels)
     framings: dict[str, dict[str, float | int]] = {}
@@ -126,16 +110,7 @@ def analyze_audio(path: Path, limits: Limits) -> dict[str, Any]:
     The page decodes common formats itself; this is for the rest (anything PyAV's
     FFmpeg decodes), and it refuses audio over the server's length limit early.
     """
-    from ...audio import load_audio
-
-    try:
-        sound = load_audio(str(path), limits)
-    except (InvalidInput, MemoryError):
-        raise
-    except Exception as exc:
-        log(_log, logging.WARNING, "audio decoder raised an unexpected error",
-            error=type(exc).__name__)
-        raise UnsupportedMedia("the audio could not be decoded") from None
+    sound = decode_audio(path, limits)
     return {"kind": "audio", "duration_s": round(sound.duration, 3),
             "sample_rate": sound.source_rate, "channels": sound.source_channels,
             "peaks": peaks(sound.samples, WAVEFORM_BARS)}
@@ -163,33 +138,9 @@ def _run(kind: str, path: Path, options: dict[str, Any], limits: Limits) -> dict
 # -- the helper process ------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """``python -m facetalk.service.web.analyzer FD LIMITS_JSON``: started by the server."""
-    from .. import logs
-
-    args = sys.argv[1:] if argv is None else argv
-    conn = Connection(int(args[0]))
-    limits = Limits(**json.loads(args[1]))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
-    os.nice(5)  # a preview for one user yields to the server's event loop
-    logs.configure("warning")
-    from ... import audio, face, framing, image  # noqa: F401 - warm imports before "ready"
-    try:
-        conn.send(("ready",))
-        while True:
-            try:
-                kind, path, options = conn.recv()
-            except EOFError:
-                return  # the server is gone
-            try:
-                conn.send(("ok", _run(kind, Path(path), options, limits)))
-            except FacetalkError as exc:
-                conn.send(("error", exc.code, exc.message, exc.hint))
-            except MemoryError:
-                conn.send(("error", "limit_exceeded", "the file needs too much memory to decode",
-                           "Use a smaller file."))
-    except (BrokenPipeError, ConnectionResetError, EOFError):
-        return
-    finally:
-        conn.close()
+    serve_helper(argv, lambda req, limits: _run(req[0], Path(req[1]), req[2], limits),
+                 ("facetalk.audio", "facetalk.face", "facetalk.framing", "facetalk.image"),
+                 "file")
 
 
 class Analyzer:
@@ -262,8 +213,7 @@ class Analyzer:
                                        hint="Try another file or format.")
         if reply[0] == "ok":
             return reply[1]
-        _, code, message, hint = reply
-        raise _ERRORS.get(code, InvalidInput)(message, hint)
+        raise_reply_error(reply)
 
     def _ask(self, kind: str, path: Path, opts: dict[str, Any]) -> Any:
         """One round trip to the helper (started if needed); the caller holds the lock."""
