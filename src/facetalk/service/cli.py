@@ -14,13 +14,21 @@ import socket
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from ..cli import device_option
 from ..errors import FacetalkError
 from .settings import ENV, ServiceSettings, default_workers, parse_duration
+
+
+def _exit_with(exc: FacetalkError) -> NoReturn:
+    """A start-up error as one line plus its hint, exit code 2 (no traceback)."""
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+    sys.exit(2)
 
 
 def _use_device(device: str | None) -> None:
@@ -97,10 +105,7 @@ def serve(log_level: str, access_log: bool, device: str | None, **flags: Any) ->
         _use_device(device)
         settings = ServiceSettings.load(flags)
     except FacetalkError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
-        sys.exit(2)
+        _exit_with(exc)
     logs.configure(log_level)
     log = logging.getLogger("facetalk.service")
     if not _is_loopback(settings.host) and not settings.api_keys:
@@ -109,10 +114,7 @@ def serve(log_level: str, access_log: bool, device: str | None, **flags: Any) ->
     try:
         app = create_app(settings)
     except FacetalkError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
-        sys.exit(2)
+        _exit_with(exc)
     except (OSError, sqlite3.Error) as exc:
         click.echo(f"error: cannot use the storage folder {settings.storage}: {exc}", err=True)
         click.echo("hint: choose a writable folder with --storage", err=True)
@@ -182,7 +184,4 @@ def worker(queue: str | None, storage: str | None, concurrency: int | None, name
             visibility_timeout=base.visibility_timeout, lease_s=lease_s, log_level=log_level)
         run_worker(settings)
     except FacetalkError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
-        sys.exit(2)
+        _exit_with(exc)
