@@ -288,6 +288,29 @@ def test_store_fifo_attempts_and_audit(tmp_path: Path) -> None:
     assert not store.delete(_new(1).id)  # queued: not deletable, only cancellable
 
 
+def test_store_finish_drops_inputs_in_the_same_transaction(tmp_path: Path) -> None:
+    """Retention 0: readers see either (running, inputs kept) or (final, inputs deleted)."""
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert(_new(0), 10)
+    job = store.claim_next()
+    assert job is not None
+    seen: list[tuple[str, float | None]] = []
+
+    def drop() -> None:  # a second connection reads while the files are being deleted
+        other = JobStore(tmp_path / "jobs.db")
+        mid = other.get(job.id)
+        assert mid is not None
+        seen.append((mid.status, mid.inputs_deleted_at))
+        other.close()
+
+    done = store.finish(job.id, SUCCEEDED, result={"frames": 3}, drop_inputs=drop)
+    assert seen == [(RUNNING, None)]
+    assert done is not None and done.status == SUCCEEDED and done.inputs_deleted_at is not None
+    called: list[int] = []
+    assert store.finish(job.id, FAILED, drop_inputs=lambda: called.append(1)) is None
+    assert called == []  # a job that does not move keeps its files
+
+
 def test_importing_facetalk_does_not_import_the_web_stack() -> None:
     code = ("import sys, facetalk, facetalk.options, facetalk.settings; "
             "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', "

@@ -191,10 +191,7 @@ class CeleryQueue(StoreQueue):
         if verdict in ("cancelled", "gone"):
             with self._lock:
                 self._unpublished.discard(job_id)
-            done = self.store.finish(job_id, CANCELLED, error=_CANCELLED_QUEUED,
-                                     expect=(QUEUED, RUNNING))
-            if done is not None:
-                self._after_final(done)
+            self._end_job(job_id, CANCELLED, error=_CANCELLED_QUEUED, expect=(QUEUED, RUNNING))
         elif verdict == "running":
             self.store.request_cancel(job_id)
         with contextlib.suppress(*REDIS_ERRORS):
@@ -323,9 +320,9 @@ class CeleryQueue(StoreQueue):
         if error and error.get("error") == "internal_error":
             log(_log, logging.ERROR, "render failed with an internal error", job=job.id,
                 detail=error.get("detail"))
-        done = self.store.finish(job.id, status, result=result if status == SUCCEEDED else None,
-                                 error=error if status != SUCCEEDED else None,
-                                 expect=(QUEUED, RUNNING))
+        done = self._end_job(job.id, status, result=result if status == SUCCEEDED else None,
+                             error=error if status != SUCCEEDED else None,
+                             expect=(QUEUED, RUNNING))
         self._last_progress.pop(job.id, None)
         if done is None:
             return
@@ -333,7 +330,6 @@ class CeleryQueue(StoreQueue):
         self.storage.delete_partials(job.id)
         if status == SUCCEEDED and result:
             self._learn(done, result)
-        self._after_final(done)
 
     # -- the monitor ------------------------------------------------------------------------
     def _monitor(self) -> None:

@@ -119,10 +119,9 @@ class EmbeddedQueue(StoreQueue):
         if job is None:
             raise JobNotFound(f"no job {job_id}")
         if job.status == QUEUED:
-            done = self.store.finish(job_id, CANCELLED, expect=(QUEUED,), error={
+            done = self._end_job(job_id, CANCELLED, expect=(QUEUED,), error={
                 "error": "cancelled", "detail": "cancelled before it started", "hint": ""})
             if done is not None:
-                self._after_final(done)
                 return done
             job = self.get(job_id) or job  # claimed meanwhile: cancel it as running
         if job.status == RUNNING:
@@ -178,18 +177,15 @@ class EmbeddedQueue(StoreQueue):
         for job in self.store.running():
             self.storage.delete_partials(job.id)
             if job.cancel_requested:
-                done = self.store.finish(job.id, CANCELLED, error={
+                self._end_job(job.id, CANCELLED, error={
                     "error": "cancelled", "detail": "cancelled while the server was down",
                     "hint": ""})
             elif job.attempts >= self.settings.max_attempts:
-                done = self.store.finish(job.id, FAILED, error=WorkerCrashed(
+                self._end_job(job.id, FAILED, error=WorkerCrashed(
                     f"the render was interrupted {job.attempts} times "
                     f"(limit {self.settings.max_attempts}); giving up").to_dict())
             else:
                 self.store.requeue(job.id, reason="server restarted")
-                continue
-            if done is not None:
-                self._after_final(done)
         known = {j.id for j in self.store.page(10**9)}
         for d in self.storage.jobs.iterdir():
             if d.name not in known and valid_job_id(d.name):
@@ -336,9 +332,7 @@ class EmbeddedQueue(StoreQueue):
             slot.render_s += float(result.get("wall_s", 0.0))
         if status != SUCCEEDED:
             self.storage.delete_partials(job.id)
-        done = self.store.finish(job.id, status, result=result, error=error)
-        if done is not None:
-            self._after_final(done)
+        self._end_job(job.id, status, result=result, error=error)
         with self._lock:
             self._cancel_ids.discard(job.id)
 

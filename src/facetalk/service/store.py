@@ -253,9 +253,14 @@ class JobStore:
                 (fraction, stage, frames_done, frames_total, eta_s, job_id, RUNNING))
 
     def finish(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
-               error: dict[str, Any] | None = None, expect: tuple[str, ...] = (RUNNING,)
-               ) -> Job | None:
-        """Move a job from one of ``expect`` to a final state; None if it was not there."""
+               error: dict[str, Any] | None = None, expect: tuple[str, ...] = (RUNNING,),
+               drop_inputs: Callable[[], None] | None = None) -> Job | None:
+        """Move a job from one of ``expect`` to a final state; None if it was not there.
+
+        ``drop_inputs`` (retention 0) deletes the uploads inside the same transaction that
+        records the final state and ``inputs_deleted_at``: no reader ever sees a finished job
+        whose inputs are still on disk or still reported as kept.
+        """
         assert status in FINAL
         now = time.time()
         marks = ",".join("?" * len(expect))
@@ -265,14 +270,18 @@ class JobStore:
                               (job_id, *expect)).fetchone()
             if prev is None:
                 return None
+            if drop_inputs is not None:
+                drop_inputs()
             db.execute(
                 "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?,"
                 " progress = CASE WHEN ? = 'succeeded' THEN 1.0 ELSE progress END,"
                 " frames_done = COALESCE(?, frames_done), frames_total = COALESCE(?, frames_total),"
-                " stage = ?, eta_s = NULL WHERE id = ?",
+                " stage = ?, eta_s = NULL,"
+                " inputs_deleted_at = CASE WHEN ? THEN COALESCE(inputs_deleted_at, ?)"
+                " ELSE inputs_deleted_at END WHERE id = ?",
                 (status, now, json.dumps(result) if result is not None else None,
                  json.dumps(error) if error is not None else None, status, frames, frames,
-                 status, job_id))
+                 status, drop_inputs is not None, now, job_id))
         job = self._must_get(job_id)
         self._emit(job, prev[0], {})
         return job

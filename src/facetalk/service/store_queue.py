@@ -112,11 +112,20 @@ class StoreQueue:
         return max(1, int(round(self._overhead + self._speed * 2.0 / self._capacity())))
 
     # -- shared housekeeping ---------------------------------------------------------------
-    def _after_final(self, job: Job) -> None:
-        """Privacy first: with retention 0 the inputs go the moment the job ends."""
+    def _end_job(self, job_id: str, status: str, *, result: dict[str, Any] | None = None,
+                error: dict[str, Any] | None = None, expect: tuple[str, ...] = (RUNNING,)
+                ) -> Job | None:
+        """End a job (see :meth:`JobStore.finish`); None when it was not in ``expect``.
+
+        Privacy first: with retention 0 the inputs go in the same transaction that makes the
+        job final, so a client never sees a finished job that still holds its uploads.
+        """
+        drop = None
         if self.settings.retention <= 0:
-            self.storage.delete_inputs(job.id)
-            self.store.mark_deleted(job.id, inputs=True)
+            def drop() -> None:
+                self.storage.delete_inputs(job_id)
+        return self.store.finish(job_id, status, result=result, error=error, expect=expect,
+                                 drop_inputs=drop)
 
     def _sweep(self) -> None:
         """Retention: delete inputs and outputs on schedule, then forget old rows."""
