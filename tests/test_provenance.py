@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -61,3 +62,21 @@ def test_label_goes_to_the_requested_corner(position: str) -> None:
     assert (label.y + h / 2 > 120) == position.startswith("bottom")
     with pytest.raises(InvalidInput):
         make_label("AI-generated", 320, 240, "middle")
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_label_on_i420_frames_matches_the_rgb_label_converted(position: str) -> None:
+    """The render path draws the label into I420 frames (odd label sizes included)."""
+    rng = np.random.default_rng(2)
+    frame = rng.integers(40, 200, (240, 320, 3)).astype(np.uint8)
+    label = make_label("AI-generated (synthetic)" if position == "top-left" else "AI-generated",
+                       320, 240, position)
+    rgb = frame.copy()
+    label.apply(rgb)
+    want = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).astype(np.float64)
+    got = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+    label.apply_i420(got, 320, 240)
+    luma = np.abs(want[:240] - got[:240])
+    assert luma.max() <= 2  # the text itself: sharp, same levels
+    chroma = np.abs(want[240:] - got[240:])
+    assert chroma.mean() < 1.0  # chroma of a grey label over a noisy picture: near enough

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ from facetalk.evaluate import decode_frames, track_frames
 from facetalk.face import FaceModel, analyze_face
 from facetalk.framing import plan_framing
 from facetalk.landmarks import face_triangles
-from facetalk.render import make_renderer
+from facetalk.render import i420_planes, make_renderer
 from facetalk.rig import CONTROLS, EYE_L, EYE_R, MOUTH, build_rig
 
 
@@ -146,10 +147,49 @@ def test_memory_does_not_grow_with_the_number_of_frames(face: FaceModel) -> None
     def held() -> int:
         return sum(b.nbytes for b in r._buf.values())
 
+    yuv = np.empty_like(r.still_i420)
     for jaw in np.linspace(0.0, 1.0, 15):  # every mouth box size once
         r.frame(controls(jaw=jaw, blink_l=jaw, blink_r=jaw), pose)
+        r.frame_i420(controls(jaw=jaw, blink_l=jaw, blink_r=jaw), pose, yuv)
     after_sweep = held()
     for jaw in np.linspace(1.0, 0.0, 40):  # and again, many more frames
         r.frame(controls(jaw=jaw, blink_l=jaw, blink_r=jaw, round=0.5), pose)
+        r.frame_i420(controls(jaw=jaw, blink_l=jaw, blink_r=jaw, round=0.5), pose, yuv)
     assert held() == after_sweep
-    assert len(r._buf) <= 12, sorted(r._buf)
+    assert len(r._buf) <= 16, sorted(r._buf)
+
+
+@pytest.mark.parametrize("framing, size, quality", [
+    ("crop", 512, True), ("crop", 512, False), ("full", 512, True), ("crop", 256, True),
+    ("vertical", 512, True)])
+def test_i420_frames_match_the_rgb_frames_converted(face: FaceModel, framing: str, size: int,
+                                                    quality: bool) -> None:
+    """The encoder's path (luma and chroma read from planes, features patched in) shows
+    the same picture as rendering RGB and converting it: every coarse grid (1, 2, 4),
+    a partial moving region (full framing) and odd-sized regions."""
+    rig = build_rig(face.landmarks)
+    r = make_renderer(face, rig, plan_framing(face, GenerationOptions(
+        framing=framing, min_resolution=size)), quality=quality)
+    h, w = r.still.shape[:2]
+    cases = [(controls(), np.zeros(5)),
+             (controls(jaw=0.9, lip_down=0.4), np.array([0.05, 0.03, 0.02, 0.01, 0.01])),
+             (controls(close=1.0, blink_r=1.0, blink_l=0.6), np.array([-0.04, 0.02, 0, 0, 0]))]
+    for c, pose in cases:
+        ref = cv2.cvtColor(r.frame(c, pose), cv2.COLOR_RGB2YUV_I420).astype(np.float64)
+        out = np.empty((h * 3 // 2, w), np.uint8)
+        assert r.frame_i420(c, pose, out) is out
+        err = np.abs(ref - out)
+        psnr = 10 * np.log10(255.0 ** 2 / max(np.mean(err ** 2), 1e-12))
+        assert psnr >= 48.0 and err.mean() < 0.5, (psnr, err.mean())
+        assert (err > 8).sum() <= 10  # a few pixels at the feature patches' chroma edges
+    x0, y0, x1, y1 = r.roi
+    assert x0 % 2 == y0 % 2 == x1 % 2 == y1 % 2 == 0  # whole chroma samples
+    if framing == "full":  # outside the moving region: the still frame, bit for bit
+        out = np.empty_like(r.still_i420)
+        r.frame_i420(controls(jaw=0.9, blink_l=1.0), np.zeros(5), out)
+        y_out, _, _ = i420_planes(out, w, h)
+        y_still, _, _ = i420_planes(r.still_i420, w, h)
+        outside = np.ones((h, w), bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(y_out[outside], y_still[outside])
+        assert not np.array_equal(y_out[y0:y1, x0:x1], y_still[y0:y1, x0:x1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -131,3 +132,51 @@ def test_detects_in_synthetic_frames_after_a_crop() -> None:
     det = wm.detect(demod)
     assert det.found and det.payload is not None
     assert det.payload.render_id == "00aa11b"
+
+
+def test_i420_embedding_is_the_rgb_embedding_in_luma() -> None:
+    """The render path marks I420 frames: the same luma change as marking RGB and
+    converting, chroma untouched, same PSNR budget."""
+    size = 384
+    frame = _frame(size, seed=3)
+    plain = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+    rgb_mark = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
+    yuv_mark = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
+    marked_rgb = frame.copy()
+    rgb_mark.apply(marked_rgb, 0)  # full modulation
+    via_rgb = cv2.cvtColor(marked_rgb, cv2.COLOR_RGB2YUV_I420).astype(np.float64) - plain
+    marked = plain.copy()
+    yuv_mark.apply_i420(marked, 0)
+    direct = marked.astype(np.float64) - plain
+    assert np.array_equal(marked[size:], plain[size:])  # chroma planes untouched
+    a, b = via_rgb[:size].ravel(), direct[:size].ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.8
+    assert 0.85 < np.sqrt(np.mean(b ** 2)) / np.sqrt(np.mean(a ** 2)) < 1.15
+    assert 10 * np.log10(255 ** 2 / np.mean(b ** 2)) >= 40.0
+
+
+def test_detects_i420_marked_frames() -> None:
+    rng = np.random.default_rng(6)
+    size = 320
+    overlay = wm.WatermarkOverlay(size, size, "77aa11bb22cc33dd", fps=25)
+    base = cv2.cvtColor(_frame(size, seed=7), cv2.COLOR_RGB2YUV_I420)
+    demod = wm.Demodulator(wm.period_frames(25))
+    for i in range(50):
+        f = np.clip(base.astype(np.int16) + rng.integers(-2, 3, base.shape), 0, 255).astype(np.uint8)
+        overlay.apply_i420(f, i)
+        demod.add(f[:size].astype(np.float32))
+    det = wm.detect(demod)
+    assert det.found and det.payload is not None and det.payload.render_id == "77aa11b"
+
+
+@pytest.mark.parametrize("size, budget_ms", [(512, 0.25), (1024, 0.5)])
+def test_i420_embedding_cost_per_frame(size: int, budget_ms: float) -> None:
+    overlay = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
+    frame = cv2.cvtColor(_frame(size), cv2.COLOR_RGB2YUV_I420)
+    overlay.apply_i420(frame, 0)  # the one-off preparation
+    times = []
+    for i in range(1, 101):
+        t0 = time.perf_counter()
+        overlay.apply_i420(frame, i)
+        times.append(time.perf_counter() - t0)
+    assert np.median(times) * 1000 <= budget_ms, np.median(times)

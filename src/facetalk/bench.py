@@ -5,8 +5,9 @@ portrait and a speech clip of the requested length):
 
 * render: ``generate()`` end to end (decode, face, features, motion, render, encode);
 * floor: the same number of frames of the same size and content pushed through the
-  same writer (colour conversion + libx264 with the same settings + muxing), with no
-  rendering -- the frames are a loop of 50 frames rendered beforehand, untimed.
+  same writer (libx264 with the same settings + muxing), with no rendering -- the frames
+  are a loop of 50 frames rendered beforehand, untimed, already in the encoder's I420
+  format (as the renderer hands them over: no colour conversion on either side).
 
 Each child reports its wall time, its peak RSS (``ru_maxrss``) and stage timings; the
 parent prints them side by side. Nothing is estimated: every figure is measured.
@@ -101,12 +102,13 @@ def _child_floor(portrait: str, audio: str, size: int, framing: str, out: str,
         o = abs(np.sin(i / 3.0))
         c[:4] = (0.8 * o, 0.35 * o, 0.45 * o, 1 - o)
         pose = np.array([0.03 * np.sin(i / 8), 0.02 * np.cos(i / 11), 0.02 * np.sin(i / 13), 0, 0])
-        pool.append(renderer.frame(c, pose).copy())
+        buf = np.empty((framing_.out_h * 3 // 2, framing_.out_w), np.uint8)
+        pool.append(renderer.frame_i420(c, pose, buf))
     t0 = time.perf_counter()
     writer = Mp4Writer(out, framing_.out_w, framing_.out_h, options.fps, None, 48000, "mono",
                        ai_metadata("floor"))
     for i in range(frames):
-        writer.write(pool[i % len(pool)])
+        writer.write_i420(pool[i % len(pool)])
     writer.finish()
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "frames": frames, "colour_s": writer.colour_s,

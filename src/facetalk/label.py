@@ -9,8 +9,10 @@ drawn as empty boxes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -59,6 +61,40 @@ class LabelOverlay:
         region = frame[self.y:self.y + h, self.x:self.x + w].astype(np.float32)
         region += self.alpha * (self.rgb - region)
         frame[self.y:self.y + h, self.x:self.x + w] = (region + 0.5).astype(np.uint8)
+
+    @cached_property
+    def _i420(self) -> tuple[int, int, list[tuple[np.ndarray, np.ndarray]]]:
+        """The patch on even bounds (4:2:0) as (plane value, alpha) for Y, U and V."""
+        h, w = self.alpha.shape[:2]
+        x0, y0 = self.x // 2 * 2, self.y // 2 * 2
+        pw, ph = -(-(self.x + w - x0) // 2) * 2, -(-(self.y + h - y0) // 2) * 2
+        rgb = np.zeros((ph, pw, 3), np.float32)
+        alpha = np.zeros((ph, pw), np.float32)
+        rgb[self.y - y0:self.y - y0 + h, self.x - x0:self.x - x0 + w] = self.rgb
+        alpha[self.y - y0:self.y - y0 + h, self.x - x0:self.x - x0 + w] = self.alpha[..., 0]
+        yuv = cv2.cvtColor(np.clip(rgb + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2YUV_I420)
+        flat = yuv.reshape(-1).astype(np.float32)
+        n, q = pw * ph, (pw // 2) * (ph // 2)
+        half = cv2.resize(alpha, (pw // 2, ph // 2), interpolation=cv2.INTER_AREA)
+        planes = [(flat[:n].reshape(ph, pw), alpha),
+                  (flat[n:n + q].reshape(ph // 2, pw // 2), half),
+                  (flat[n + q:].reshape(ph // 2, pw // 2), half)]
+        return x0, y0, planes
+
+    def apply_i420(self, frame: np.ndarray, width: int, height: int) -> None:
+        """Blend the label into an I420 frame (H * 3 // 2, W) in place, plane by plane."""
+        x0, y0, planes = self._i420
+        flat = frame.reshape(-1)
+        n, q = width * height, (width // 2) * (height // 2)
+        targets = [(flat[:n].reshape(height, width), 1),
+                   (flat[n:n + q].reshape(height // 2, width // 2), 2),
+                   (flat[n + q:n + 2 * q].reshape(height // 2, width // 2), 2)]
+        for (plane, sub), (value, alpha) in zip(targets, planes, strict=True):
+            ph, pw = alpha.shape
+            view = plane[y0 // sub:y0 // sub + ph, x0 // sub:x0 // sub + pw]
+            region = view.astype(np.float32)
+            region += alpha * (value - region)
+            view[...] = (region + 0.5).astype(np.uint8)
 
 
 #: Corners a label can sit in (the first is the default).

@@ -22,13 +22,20 @@ class Overlay(Protocol):
     def apply(self, frame: np.ndarray, index: int) -> None:
         """Modify RGB ``frame`` (H, W, 3 uint8) of frame number ``index`` in place."""
 
+    def apply_i420(self, frame: np.ndarray, index: int) -> None:
+        """Modify I420 ``frame`` (H * 3 // 2, W uint8) of frame ``index`` in place."""
+
 
 class _Label:
     def __init__(self, text: str, framing: Framing, position: str) -> None:
+        self.size = (framing.out_w, framing.out_h)
         self.patch = make_label(text, framing.out_w, framing.out_h, position)
 
     def apply(self, frame: np.ndarray, index: int) -> None:
         self.patch.apply(frame)
+
+    def apply_i420(self, frame: np.ndarray, index: int) -> None:
+        self.patch.apply_i420(frame, *self.size)
 
 
 def build_overlays(options: GenerationOptions, framing: Framing, render_id: str) -> list[Overlay]:

@@ -246,14 +246,14 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
         sound.output_layout,
         ai_metadata(render_id, {"watermark": "on" if options.watermark else "off"}))
     try:
-        buf = np.empty_like(renderer.still)
         start = time.perf_counter()
         for i in range(n_frames):
             check_cancel()
-            frame = renderer.frame(plan.controls[i], plan.pose[i], out=buf)
+            # Drawn straight into the encoder's next buffer, in its own format.
+            frame = renderer.frame_i420(plan.controls[i], plan.pose[i], writer.next_buffer())
             for overlay in overlays:
-                overlay.apply(frame, i)
-            writer.write(frame)
+                overlay.apply_i420(frame, i)
+            writer.write_i420(frame)
             if on_progress is not None and (i % 5 == 0 or i == n_frames - 1):
                 done = i + 1
                 elapsed = time.perf_counter() - start

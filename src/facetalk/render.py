@@ -6,6 +6,12 @@ raster.py); the mouth and eye openings are then composited from their own layers
 layers.py). Pixels outside the moving region are a copy of a precomputed still frame,
 bit for bit.
 
+Two outputs share everything up to the resampling: ``frame()`` gives RGB (live mode's
+JPEGs, tests) and ``frame_i420()`` writes the encoder's own format (YUV 4:2:0) directly.
+The latter reads luma at full and chroma at half resolution from planes converted once
+at setup, so a frame costs 1.5 samples per pixel instead of 3 plus a colour conversion;
+the mouth and eyes, composited in RGB, are converted patch by patch.
+
 Speed: the portrait region is resampled once, at setup, to the output's scale (a
 Lanczos upscale when the face is enlarged). Per frame, the content is then band-limited
 at output scale, so a bilinear read keeps its sharpness at a fraction of the cost of a
@@ -47,9 +53,10 @@ class Renderer:
     work: np.ndarray  # portrait region at (about) output scale, uint8 RGB
     work_affine: tuple[float, float, float, float]  # work = (img * k) + offset, per axis
     src_work: np.ndarray  # (N, 2) rig vertices in work coordinates
-    base_x: np.ndarray  # (H, W) float32 identity map, output -> work
-    base_y: np.ndarray
+    base: np.ndarray  # (H, W, 2) float32 identity map, output -> work
     still: np.ndarray  # (H, W, 3) uint8, the frame with no motion
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray]  # work as Y, U, V (BT.601, limited)
+    still_i420: np.ndarray  # (H * 3 // 2, W) uint8, the still frame as the encoder takes it
     roi: tuple[int, int, int, int]  # x0, y0, x1, y1 of the moving region (output px)
     interp: int
     portrait_open: bool  # the portrait shows its own mouth interior (reused when opening)
@@ -61,7 +68,7 @@ class Renderer:
     mouth_fit: np.ndarray  # vertex ids whose motion defines the teeth layer's transform
     eye_fit: tuple[np.ndarray, np.ndarray]
     coarse: int  # the smooth part of the map is rasterized every COARSE-th pixel
-    coarse_base: tuple[np.ndarray, np.ndarray]  # identity map on that coarse grid
+    coarse_base: np.ndarray  # (h, w, 2) identity map on that coarse grid
     timings: dict[str, float] = field(default_factory=dict)
     _buf: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -93,12 +100,49 @@ class Renderer:
         return flat[:n].reshape(shape)
 
     # -- one frame -------------------------------------------------------------------
-    def frame(self, controls: np.ndarray, pose: np.ndarray, out: np.ndarray | None = None
-              ) -> np.ndarray:
-        """Render one RGB frame for ``controls`` (see rig.CONTROLS) and head ``pose``."""
+    def _warp(self, controls: np.ndarray, pose: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+        """Motion and backward map of one frame, shared by both outputs.
+
+        Returns the gained controls, deformed and head-only vertices (output px), the
+        (h, w, 2) map over the ROI and the patches (ROI px, even-aligned) around the
+        features whose pixels are composited: the mouth always, a closing eye.
+        """
         t0 = time.perf_counter()
         rig = self.rig
         controls = controls * self.gain
+        x0, y0, x1, y1 = self.roi
+        dst_img, head_img = rig.deform_pair(controls, pose)
+        dst, head = self.to_out(dst_img), self.to_out(head_img)
+        t0 = self._tick("motion", t0)
+        m2 = self._maps(dst, (x0, y0, x1, y1))
+        shape = m2.shape[:2]
+        # Where the map is discontinuous (the lip seam, closing lids) it must be exact:
+        # rasterize those boxes again at full resolution.
+        lips = np.concatenate([dst[rig.mouth_up], dst[rig.mouth_lo]]) - (x0, y0)
+        seams = [(self._box(lips, 0.12 * self.px_per_iod + 4, shape),
+                  self._box(lips, 4 * self._rim() + 2, shape))]
+        for eye in (0, 1):
+            if controls[BLINK + eye] > 0.02:
+                lids = np.concatenate([dst[rig.eye_up[eye]], dst[rig.eye_lo[eye]]]) - (x0, y0)
+                own = np.concatenate([head[rig.eye_up[eye]], head[rig.eye_lo[eye]]]) - (x0, y0)
+                seams.append((self._box(lids, 0.05 * self.px_per_iod + 4, shape),
+                              self._box(own, 3.0, shape)))
+        patches = []
+        for box, drawn in seams:
+            if box is None:
+                continue
+            bx0, by0, bx1, by1 = box
+            label = self._scratch("boxlab", (by1 - by0, bx1 - bx0), np.uint8)
+            rasterize(dst - (x0 + bx0, y0 + by0), self.src_work, rig.tris, rig.kinds,
+                      m2[by0:by1, bx0:bx1, 0], m2[by0:by1, bx0:bx1, 1], label)
+            patches.append(_even_union(box, drawn, shape))
+        self._tick("warp", t0)
+        return controls, dst, head, m2, patches
+
+    def frame(self, controls: np.ndarray, pose: np.ndarray, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """Render one RGB frame for ``controls`` (see rig.CONTROLS) and head ``pose``."""
         x0, y0, x1, y1 = self.roi
         h, w = self.still.shape[:2]
         if out is None:
@@ -108,81 +152,122 @@ class Renderer:
             np.copyto(out, self.still)
         if x1 <= x0 or y1 <= y0:
             return out
-        dst_img, head_img = rig.deform_pair(controls, pose)
-        dst, head = self.to_out(dst_img), self.to_out(head_img)
-        t0 = self._tick("motion", t0)
-        map_x, map_y = self._maps(dst, (x0, y0, x1, y1))
-        # Where the map is discontinuous (the lip seam, closing lids) it must be exact:
-        # rasterize those boxes again at full resolution.
-        boxes = [self._box(np.concatenate([dst[rig.mouth_up], dst[rig.mouth_lo]]) - (x0, y0),
-                           0.12 * self.px_per_iod + 4, map_x.shape)]
-        for eye in (0, 1):
-            if controls[BLINK + eye] > 0.02:
-                boxes.append(self._box(np.concatenate([dst[rig.eye_up[eye]],
-                                                       dst[rig.eye_lo[eye]]]) - (x0, y0),
-                                       0.05 * self.px_per_iod + 4, map_x.shape))
-        for box in boxes:
-            if box is None:
-                continue
-            bx0, by0, bx1, by1 = box
-            bh, bw = by1 - by0, bx1 - bx0
-            label = self._scratch("boxlab", (bh, bw), np.uint8)
-            rasterize(dst - (x0 + bx0, y0 + by0), self.src_work, rig.tris, rig.kinds,
-                      map_x[by0:by1, bx0:bx1], map_y[by0:by1, bx0:bx1], label)
-        t0 = self._tick("warp", t0)
-        colour = out if full else self._buffer("col", (*map_x.shape, 3), np.uint8)
-        cv2.remap(self.work, map_x, map_y, self.interp, dst=colour,
-                  borderMode=cv2.BORDER_REPLICATE)
+        controls, dst, head, m2, _ = self._warp(controls, pose)
+        t0 = time.perf_counter()
+        colour = out if full else self._buffer("col", (*m2.shape[:2], 3), np.uint8)
+        cv2.remap(self.work, m2, None, self.interp, dst=colour, borderMode=cv2.BORDER_REPLICATE)
         t0 = self._tick("resample", t0)
-        self._mouth(colour, dst, head, (x0, y0))
-        for eye in (0, 1):
-            if controls[BLINK + eye] > 0.02:
-                self._eye(colour, dst, head, (x0, y0), eye)
+        self._features(colour, controls, dst, head, (x0, y0))
         if not full:
             out[y0:y1, x0:x1] = colour
         self._tick("mouth+eyes", t0)
         return out
 
-    def _maps(self, dst: np.ndarray, roi: tuple[int, int, int, int]
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Backward maps over the ROI, rasterized on a grid COARSE times sparser.
+    def frame_i420(self, controls: np.ndarray, pose: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Render one frame straight into ``out``, a (H * 3 // 2, W) I420 buffer.
+
+        Luma is read at full and chroma at half resolution from planes converted once;
+        the mouth and eye patches are composited in RGB and converted on their own.
+        """
+        x0, y0, x1, y1 = self.roi
+        h, w = self.still.shape[:2]
+        y_plane, u_plane, v_plane = i420_planes(out, w, h)
+        if (x0, y0, x1, y1) != (0, 0, w, h):
+            np.copyto(out, self.still_i420)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        controls, dst, head, m2, patches = self._warp(controls, pose)
+        t0 = time.perf_counter()
+        py, pu, pv = self.planes
+        border = cv2.BORDER_REPLICATE
+        cv2.remap(py, m2, None, self.interp, dst=y_plane[y0:y1, x0:x1], borderMode=border)
+        cmap = self._chroma_map(m2)
+        cx0, cy0, cx1, cy1 = x0 // 2, y0 // 2, x1 // 2, y1 // 2
+        cv2.remap(pu, cmap, None, self.interp, dst=u_plane[cy0:cy1, cx0:cx1], borderMode=border)
+        cv2.remap(pv, cmap, None, self.interp, dst=v_plane[cy0:cy1, cx0:cx1], borderMode=border)
+        t0 = self._tick("resample", t0)
+        for px0, py0, px1, py1 in patches:
+            rgb = self._scratch("patch", ((py1 - py0) * (px1 - px0), 3), np.uint8).reshape(
+                py1 - py0, px1 - px0, 3)
+            cv2.remap(self.work, m2[py0:py1, px0:px1], None, self.interp, dst=rgb,
+                      borderMode=border)
+            self._features(rgb, controls, dst, head, (x0 + px0, y0 + py0))
+            ph, pw = py1 - py0, px1 - px0
+            yuv = self._scratch("patch_yuv", (ph * 3 // 2, pw), np.uint8)
+            cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=yuv)
+            sy, su, sv = i420_planes(yuv, pw, ph)
+            ax, ay = x0 + px0, y0 + py0
+            y_plane[ay:ay + ph, ax:ax + pw] = sy
+            u_plane[ay // 2:(ay + ph) // 2, ax // 2:(ax + pw) // 2] = su
+            v_plane[ay // 2:(ay + ph) // 2, ax // 2:(ax + pw) // 2] = sv
+        self._tick("mouth+eyes", t0)
+        return out
+
+    def _chroma_map(self, m2: np.ndarray) -> np.ndarray:
+        """The map at the chroma samples of the ROI (see :func:`chroma_map`).
+
+        With an even coarse factor the chroma grid is the coarse grid upsampled by
+        ``c / 2``, starting ``c / 2`` cells in: no pass over the full-resolution map. The
+        boxes rasterized again at full resolution are not in it; their chroma comes from
+        the feature patches, which cover them.
+        """
+        h, w = m2.shape[:2]
+        cmap = self._buffer("cmap", (h // 2, w // 2, 2), np.float32)
+        c = self.coarse
+        if c % 2:
+            return chroma_map(m2, cmap)
+        f = c // 2
+        grid = self._buf["cm"]
+        if f > 1:
+            up = self._buffer("cup", (grid.shape[0] * f, grid.shape[1] * f, 2), np.float32)
+            cv2.resize(grid, (up.shape[1], up.shape[0]), dst=up, interpolation=cv2.INTER_LINEAR)
+            grid = up
+        np.subtract(grid[f:f + h // 2, f:f + w // 2], 0.5, out=cmap)
+        np.multiply(cmap, 0.5, out=cmap)
+        return cmap
+
+    def _features(self, colour: np.ndarray, controls: np.ndarray, dst: np.ndarray,
+                  head: np.ndarray, offset: tuple[int, int]) -> None:
+        """Composite the mouth and any closing eye into ``colour`` (its origin: ``offset``)."""
+        self._mouth(colour, dst, head, offset)
+        for eye in (0, 1):
+            if controls[BLINK + eye] > 0.02:
+                self._eye(colour, dst, head, offset, eye)
+
+    def _rim(self) -> float:
+        """Width of the lips' inner rim (px), which the mouth layer shades."""
+        return max(1.0, 0.025 * self.px_per_iod)
+
+    def _maps(self, dst: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+        """Backward map (h, w, 2) over the ROI, rasterized on a grid COARSE times sparser.
 
         Away from the lip seam and the lids the map is piecewise affine with gentle
         kinks, so rasterizing every COARSE-th pixel and interpolating linearly is exact
         inside triangles and off by a tiny fraction of a pixel at their edges. The grid
-        extends one cell past the ROI so interpolation never clamps at its border.
+        extends one cell past the ROI so interpolation never clamps at its border. The
+        two coordinates live in one array: one resize, and remap reads it as it is.
         """
         x0, y0, x1, y1 = roi
         c = self.coarse
         shape = (y1 - y0, x1 - x0)
-        map_x = self._buffer("mx", shape, np.float32)
-        map_y = self._buffer("my", shape, np.float32)
         if c == 1:
-            np.copyto(map_x, self.base_x[y0:y1, x0:x1])
-            np.copyto(map_y, self.base_y[y0:y1, x0:x1])
+            m2 = self._buffer("m2", (*shape, 2), np.float32)
+            np.copyto(m2, self.base[y0:y1, x0:x1])
             label = self._buffer("lab", shape, np.uint8)
             rasterize(dst - (x0, y0), self.src_work, self.rig.tris, self.rig.kinds,
-                      map_x, map_y, label)
-            return map_x, map_y
-        cx, cy = self.coarse_base
-        cshape = cx.shape
-        mx = self._buffer("cmx", cshape, np.float32)
-        my = self._buffer("cmy", cshape, np.float32)
-        np.copyto(mx, cx)
-        np.copyto(my, cy)
-        label = self._buffer("clab", cshape, np.uint8)
+                      m2[..., 0], m2[..., 1], label)
+            return m2
+        cshape = self.coarse_base.shape
+        cm = self._buffer("cm", cshape, np.float32)
+        np.copyto(cm, self.coarse_base)
+        label = self._buffer("clab", cshape[:2], np.uint8)
         # Coarse cell (i, j) has its centre at output (x0 - c + c*i + (c-1)/2, ...).
         origin = np.array([x0 - c + (c - 1) / 2.0, y0 - c + (c - 1) / 2.0])
         rasterize((dst - origin) / c, self.src_work, self.rig.tris, self.rig.kinds,
-                  mx, my, label)
-        big = (cshape[1] * c, cshape[0] * c)
-        ux = self._buffer("ux", (big[1], big[0]), np.float32)
-        uy = self._buffer("uy", (big[1], big[0]), np.float32)
-        cv2.resize(mx, big, dst=ux, interpolation=cv2.INTER_LINEAR)
-        cv2.resize(my, big, dst=uy, interpolation=cv2.INTER_LINEAR)
-        np.copyto(map_x, ux[c:c + shape[0], c:c + shape[1]])
-        np.copyto(map_y, uy[c:c + shape[0], c:c + shape[1]])
-        return map_x, map_y
+                  cm[..., 0], cm[..., 1], label)
+        big = self._buffer("um", (cshape[0] * c, cshape[1] * c, 2), np.float32)
+        cv2.resize(cm, (big.shape[1], big.shape[0]), dst=big, interpolation=cv2.INTER_LINEAR)
+        return big[c:c + shape[0], c:c + shape[1]]
 
     # -- openings --------------------------------------------------------------------
     @staticmethod
@@ -230,8 +315,7 @@ class Renderer:
         gap = lo[:, 1] - up[:, 1]
         if gap.max() <= 0.02:
             return  # closed: nothing to composite
-        rim_w = max(1.0, 0.025 * self.px_per_iod)
-        box = self._box(np.concatenate([up, lo]), 4 * rim_w + 2, colour.shape)
+        box = self._box(np.concatenate([up, lo]), 4 * self._rim() + 2, colour.shape)
         if box is None:
             return
         bx0, by0, bx1, by1 = box
@@ -273,6 +357,40 @@ class Renderer:
                           nothing, nothing, 0.0, params, self.lip_rgb, self.teeth_rgb, 1)
 
 
+def i420_planes(buf: np.ndarray, width: int, height: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of a contiguous (H * 3 // 2, W) I420 buffer."""
+    flat = buf.reshape(-1)
+    n, q = width * height, (width // 2) * (height // 2)
+    return (flat[:n].reshape(height, width), flat[n:n + q].reshape(height // 2, width // 2),
+            flat[n + q:n + 2 * q].reshape(height // 2, width // 2))
+
+
+def chroma_map(m2: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The (h, w, 2) luma map at the chroma samples' centres, in chroma-plane coordinates.
+
+    A chroma sample covers 2x2 pixels, so its map is the mean of theirs (exact where the
+    map is affine); work luma coordinate x is chroma coordinate (x - 0.5) / 2.
+    """
+    h, w = m2.shape[:2]
+    if out is None:
+        out = np.empty((h // 2, w // 2, 2), np.float32)
+    cv2.resize(m2, (w // 2, h // 2), dst=out, interpolation=cv2.INTER_AREA)
+    np.subtract(out, 0.5, out=out)
+    np.multiply(out, 0.5, out=out)
+    return out
+
+
+def _even_union(a: tuple[int, int, int, int], b: tuple[int, int, int, int] | None,
+                shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The smallest box holding ``a`` and ``b`` with even corners (4:2:0 chroma), clipped."""
+    x0, y0, x1, y1 = a
+    if b is not None:
+        x0, y0, x1, y1 = min(x0, b[0]), min(y0, b[1]), max(x1, b[2]), max(y1, b[3])
+    return (x0 // 2 * 2, y0 // 2 * 2, min(-(-x1 // 2) * 2, shape[1] // 2 * 2),
+            min(-(-y1 // 2) * 2, shape[0] // 2 * 2))
+
+
 # ----------------------------------------------------------------------------------
 # setup
 
@@ -288,6 +406,9 @@ def warm_up() -> None:
     mx, my, lab = np.zeros((6, 6), np.float32), np.zeros((6, 6), np.float32), np.zeros((6, 6), np.uint8)
     rasterize(dst, dst, tri, kind, mx, my, lab)  # whole buffers...
     rasterize(dst, dst, tri, kind, mx[1:5, 1:5], my[1:5, 1:5], lab[1:5, 1:5])  # ...and boxes in them
+    m2 = np.zeros((6, 6, 2), np.float32)  # the renderer's two-channel maps (strided views)
+    rasterize(dst, dst, tri, kind, m2[..., 0], m2[..., 1], lab)
+    rasterize(dst, dst, tri, kind, m2[1:5, 1:5, 0], m2[1:5, 1:5, 1], lab[1:5, 1:5])
     frame = np.zeros((6, 6, 3), np.uint8)
     cols = np.zeros(4)
     composite_opening(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
@@ -341,22 +462,36 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
     gx = np.arange(framing.out_w, dtype=np.float64)
     gy = np.arange(framing.out_h, dtype=np.float64)
     grid = framing.to_image(np.stack(np.meshgrid(gx, gy), axis=-1))
-    base = to_work(grid).astype(np.float32)
-    base_x, base_y = np.ascontiguousarray(base[..., 0]), np.ascontiguousarray(base[..., 1])
-    still = cv2.remap(work, base_x, base_y, interp, borderMode=cv2.BORDER_REPLICATE)
+    base = np.ascontiguousarray(to_work(grid).astype(np.float32))
+    still = cv2.remap(work, base, None, interp, borderMode=cv2.BORDER_REPLICATE)
+    # The encoder's planes of the working image (padded to even size: 4:2:0), and the
+    # still frame read from them as frame_i420 reads every frame.
+    even = cv2.copyMakeBorder(work, 0, work.shape[0] % 2, 0, work.shape[1] % 2,
+                              cv2.BORDER_REPLICATE)
+    planes = tuple(np.ascontiguousarray(p) for p in i420_planes(
+        cv2.cvtColor(even, cv2.COLOR_RGB2YUV_I420), even.shape[1], even.shape[0]))
+    still_i420 = np.empty((framing.out_h * 3 // 2, framing.out_w), np.uint8)
+    sy, su, sv = i420_planes(still_i420, framing.out_w, framing.out_h)
+    cv2.remap(planes[0], base, None, interp, dst=sy, borderMode=cv2.BORDER_REPLICATE)
+    cbase = chroma_map(base)
+    cv2.remap(planes[1], cbase, None, interp, dst=su, borderMode=cv2.BORDER_REPLICATE)
+    cv2.remap(planes[2], cbase, None, interp, dst=sv, borderMode=cv2.BORDER_REPLICATE)
 
+    # The moving region, with even corners so its chroma samples are whole.
     ring = framing.to_output(rig.src[rig.outer_ring])
-    x0 = int(np.clip(np.floor(ring[:, 0].min()), 0, framing.out_w))
-    y0 = int(np.clip(np.floor(ring[:, 1].min()), 0, framing.out_h))
-    x1 = int(np.clip(np.ceil(ring[:, 0].max()) + 1, 0, framing.out_w))
-    y1 = int(np.clip(np.ceil(ring[:, 1].max()) + 1, 0, framing.out_h))
+    x0 = int(np.clip(np.floor(ring[:, 0].min()), 0, framing.out_w)) // 2 * 2
+    y0 = int(np.clip(np.floor(ring[:, 1].min()), 0, framing.out_h)) // 2 * 2
+    x1 = min(-(-int(np.clip(np.ceil(ring[:, 0].max()) + 1, 0, framing.out_w)) // 2) * 2,
+             framing.out_w)
+    y1 = min(-(-int(np.clip(np.ceil(ring[:, 1].max()) + 1, 0, framing.out_h)) // 2) * 2,
+             framing.out_h)
     coarse = (COARSE if quality else 2 * COARSE) if min(framing.out_w, framing.out_h) >= 384 else 1
     # Identity map on the coarse grid (one extra cell on every side of the ROI).
     nx = -(-(x1 - x0) // coarse) + 2
     ny = -(-(y1 - y0) // coarse) + 2
     cgx = x0 - coarse + (coarse - 1) / 2.0 + coarse * np.arange(nx, dtype=np.float64)
     cgy = y0 - coarse + (coarse - 1) / 2.0 + coarse * np.arange(ny, dtype=np.float64)
-    cbase = to_work(framing.to_image(np.stack(np.meshgrid(cgx, cgy), axis=-1))).astype(np.float32)
+    coarse_base = to_work(framing.to_image(np.stack(np.meshgrid(cgx, cgy), axis=-1)))
 
     # Colours sampled from the portrait itself.
     lm = face.landmarks
@@ -392,10 +527,11 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
                                                                         strict=True))
     return Renderer(
         rig=rig, framing=framing, work=work, work_affine=(kx, ky, float(rx0), float(ry0)),
-        src_work=to_work(rig.src), base_x=base_x, base_y=base_y, still=still,
+        src_work=to_work(rig.src), base=base, still=still,
+        planes=(planes[0], planes[1], planes[2]), still_i420=still_i420,
         roi=(x0, y0, x1, y1), interp=interp, portrait_open=portrait_open,
         portrait_teeth=portrait_teeth, lip_rgb=lip_rgb.astype(np.float64),
         teeth_rgb=teeth_rgb.astype(np.float64),
         px_per_iod=rig.frame.iod * framing.scale, gain=gain, mouth_fit=mouth_fit,
         eye_fit=(eye_fit[0], eye_fit[1]), coarse=coarse,
-        coarse_base=(np.ascontiguousarray(cbase[..., 0]), np.ascontiguousarray(cbase[..., 1])))
+        coarse_base=np.ascontiguousarray(coarse_base.astype(np.float32)))

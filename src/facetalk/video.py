@@ -67,8 +67,9 @@ def new_render_id() -> str:
 class Mp4Writer:
     """Stream RGB frames and an audio frame iterator into an MP4, atomically.
 
-    Colour conversion happens in the caller's thread (OpenCV, BT.601 limited range,
-    tagged as such); encoding and muxing run in a background thread, which PyAV lets
+    Frames come as RGB (:meth:`write`: colour conversion in the caller's thread, OpenCV,
+    BT.601 limited range, tagged as such) or ready in I420 (:meth:`next_buffer` +
+    :meth:`write_i420`); encoding and muxing run in a background thread, which PyAV lets
     run in parallel with the renderer because it releases the GIL while encoding.
     """
 
@@ -133,6 +134,25 @@ class Mp4Writer:
         yuv = self._ring[self.frames % len(self._ring)]
         cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=yuv)
         self.colour_s += time.perf_counter() - t0
+        self._put(yuv)
+
+    def next_buffer(self) -> np.ndarray:
+        """The (H * 3 // 2, W) I420 buffer the next frame should be drawn into.
+
+        For producers that render in the encoder's format (no colour conversion): fill
+        it, then pass it to :meth:`write_i420`. It stays untouched until then.
+        """
+        return self._ring[self.frames % len(self._ring)]
+
+    def write_i420(self, yuv: np.ndarray) -> None:
+        """Queue one I420 frame, normally the buffer from :meth:`next_buffer` (no copy)."""
+        self._raise_if_failed()
+        slot = self._ring[self.frames % len(self._ring)]
+        if yuv is not slot:
+            np.copyto(slot, yuv)
+        self._put(slot)
+
+    def _put(self, yuv: np.ndarray) -> None:
         while True:
             try:
                 self._queue.put(yuv, timeout=0.5)

@@ -345,7 +345,10 @@ def tile_frame(tile: np.ndarray, width: int, height: int, unit: int) -> np.ndarr
 
 def texture_mask(rgb: np.ndarray, unit: int) -> np.ndarray:
     """Relative embedding strength per pixel: low on flat areas, higher on texture."""
-    gray = luma709(rgb)
+    return _texture(luma709(rgb), unit)
+
+
+def _texture(gray: np.ndarray, unit: int) -> np.ndarray:
     detail = gray - cv2.GaussianBlur(gray, (0, 0), 1.5 * unit)
     activity = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), 6.0 * unit))
     return np.clip(activity / 5.0, MASK_FLOOR, 1.6)
@@ -377,16 +380,19 @@ class WatermarkOverlay:
         self.rms = 0.0  # RMS of the integer delta at full modulation (set on first frame)
 
     def pattern(self, frame: np.ndarray) -> np.ndarray:
-        """The float luma delta at full modulation, fitted to ``frame``'s texture."""
+        """The float luma delta at full modulation, fitted to RGB ``frame``'s texture."""
+        return self._pattern(luma709(frame))
+
+    def _pattern(self, gray: np.ndarray) -> np.ndarray:
         delta = tile_frame(self._tile, self.width, self.height, self.unit)
-        delta *= self._strength * texture_mask(frame, self.unit)
+        delta *= self._strength * _texture(gray, self.unit)
         rms = float(np.sqrt(np.mean(delta * delta)))
         if rms > MAX_RMS:  # a busy picture: keep PSNR >= 40 dB
             delta *= MAX_RMS / rms
         return delta
 
-    def _prepare(self, frame: np.ndarray) -> None:
-        delta = self.pattern(frame)
+    def _prepare(self, delta: np.ndarray, channels: int) -> None:
+        """Quantize ``delta`` per modulation level into (positive, negative) uint8 planes."""
         rng = np.random.default_rng(self._seed)
         steps = (LEVELS - 1) // 2
         for k in range(1, steps + 1):
@@ -398,21 +404,43 @@ class WatermarkOverlay:
             planes = []
             for part in (q, -q):
                 plane = np.clip(part, 0, 255).astype(np.uint8)
-                planes.append(np.ascontiguousarray(np.repeat(plane[..., None], 3, axis=2)))
+                if channels > 1:
+                    plane = np.repeat(plane[..., None], channels, axis=2)
+                planes.append(np.ascontiguousarray(plane))
             self._planes[level] = (planes[0], planes[1])
 
-    def apply(self, frame: np.ndarray, index: int) -> None:
-        """Add the watermark to RGB ``frame`` (H, W, 3 uint8) of frame ``index`` in place."""
-        if not self._planes:
-            self._prepare(frame)
+    def _add(self, target: np.ndarray, index: int) -> None:
         c = modulation(index, self.period)
         if c == 0.0:
             return
         pos, neg = self._planes[abs(c)]
         if c < 0:
             pos, neg = neg, pos
-        cv2.add(frame, pos, dst=frame)
-        cv2.subtract(frame, neg, dst=frame)
+        cv2.add(target, pos, dst=target)
+        cv2.subtract(target, neg, dst=target)
+
+    def apply(self, frame: np.ndarray, index: int) -> None:
+        """Add the watermark to RGB ``frame`` (H, W, 3 uint8) of frame ``index`` in place.
+
+        The same delta on R, G and B is a pure luma change; one overlay serves either
+        RGB frames or I420 frames (:meth:`apply_i420`), not both.
+        """
+        if not self._planes:
+            self._prepare(self.pattern(frame), 3)
+        self._add(frame, index)
+
+    def apply_i420(self, frame: np.ndarray, index: int) -> None:
+        """Add the watermark to an I420 frame (H * 3 // 2, W) in place: luma plane only.
+
+        Adding d to R, G and B raises limited-range luma by d * 219 / 255 and leaves
+        chroma alone, so the luma plane gets exactly that: the encoded video carries
+        the same mark as from :meth:`apply`, for a third of the additions.
+        """
+        luma = frame[:self.height]
+        if not self._planes:
+            gray = (luma.astype(np.float32) - 16.0) * np.float32(255.0 / 219.0)
+            self._prepare(self._pattern(gray) * np.float32(219.0 / 255.0), 1)
+        self._add(luma, index)
 
 
 # -- detection ------------------------------------------------------------------------
