@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facetalk import GenerationOptions, generate
+from facetalk import GenerationOptions, generate, render
 from facetalk.evaluate import decode_frames, track_frames
 from facetalk.face import FaceModel, analyze_face
 from facetalk.framing import plan_framing
@@ -162,11 +162,14 @@ def test_memory_does_not_grow_with_the_number_of_frames(face: FaceModel) -> None
 @pytest.mark.parametrize("framing, size, quality", [
     ("crop", 512, True), ("crop", 512, False), ("full", 512, True), ("crop", 256, True),
     ("vertical", 512, True)])
-def test_i420_frames_match_the_rgb_frames_converted(face: FaceModel, framing: str, size: int,
-                                                    quality: bool) -> None:
+def test_i420_frames_match_the_rgb_frames_converted(
+        face: FaceModel, framing: str, size: int, quality: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The encoder's path (luma and chroma read from planes, features patched in) shows
     the same picture as rendering RGB and converting it: every coarse grid (1, 2, 4),
-    a partial moving region (full framing) and odd-sized regions."""
+    a partial moving region (full framing) and odd-sized regions. Forced on: with
+    OpenCV 4 renders take the RGB route (render.PLANAR), the planar one must still hold."""
+    monkeypatch.setattr(render, "PLANAR", True)
     rig = build_rig(face.landmarks)
     r = make_renderer(face, rig, plan_framing(face, GenerationOptions(
         framing=framing, min_resolution=size)), quality=quality)

@@ -10,7 +10,8 @@ Two outputs share everything up to the resampling: ``frame()`` gives RGB (live m
 JPEGs, tests) and ``frame_i420()`` writes the encoder's own format (YUV 4:2:0) directly.
 The latter reads luma at full and chroma at half resolution from planes converted once
 at setup, so a frame costs 1.5 samples per pixel instead of 3 plus a colour conversion;
-the mouth and eyes, composited in RGB, are converted patch by patch.
+the mouth and eyes, composited in RGB, are converted patch by patch (with OpenCV 4,
+whose one-channel remap is slow, it renders RGB and converts: see PLANAR).
 
 Speed: the portrait region is resampled once, at setup, to the output's scale (a
 Lanczos upscale when the face is enlarged). Per frame, the content is then band-limited
@@ -42,6 +43,12 @@ PREFILTER_FROM = 2.0
 BLINK = CONTROLS.index("blink_r")
 #: The smooth part of the backward map is rasterized on a grid this many times sparser.
 COARSE = 2
+#: Whether frame_i420 reads the Y, U and V planes (1.5 samples per pixel) or reads RGB and
+#: converts. OpenCV 5's remap is vectorized for one channel; OpenCV 4's is not (measured
+#: at 1024x1024: one-channel remap 2.3 ms on 5.x vs 6.1 ms on 4.11, where RGB + conversion
+#: is the faster way). A property of the installed library, so a render's pixels never
+#: depend on timing.
+PLANAR = int(cv2.__version__.split(".")[0]) >= 5
 
 
 @dataclass
@@ -167,8 +174,15 @@ class Renderer:
         """Render one frame straight into ``out``, a (H * 3 // 2, W) I420 buffer.
 
         Luma is read at full and chroma at half resolution from planes converted once;
-        the mouth and eye patches are composited in RGB and converted on their own.
+        the mouth and eye patches are composited in RGB and converted on their own
+        (with OpenCV 4: the RGB frame, converted; see PLANAR).
         """
+        if not PLANAR:
+            rgb = self.frame(controls, pose, out=self._buffer("rgb", self.still.shape, np.uint8))
+            t0 = time.perf_counter()
+            cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=out)
+            self._tick("colour", t0)
+            return out
         x0, y0, x1, y1 = self.roi
         h, w = self.still.shape[:2]
         y_plane, u_plane, v_plane = i420_planes(out, w, h)
