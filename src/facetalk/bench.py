@@ -111,7 +111,7 @@ def _child_floor(portrait: str, audio: str, size: int, framing: str, out: str,
         writer.write_i420(pool[i % len(pool)])
     writer.finish()
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "frames": frames, "colour_s": writer.colour_s,
+    return {"wall_s": wall, "frames": frames,
             "encode_s": writer.encode_s, "peak_rss_mb": _peak_rss_mb()}
 
 

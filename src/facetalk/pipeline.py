@@ -270,7 +270,8 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
         raise RenderError(f"rendering failed: {type(exc).__name__}: {exc}") from exc
     lap("render")
     stats = {f"render.{k}": v for k, v in renderer.timings.items()}
-    stats["colour"] = writer.colour_s
+    if writer.colour_s:  # frames handed over as RGB (the renderer's I420 path has none)
+        stats["colour"] = writer.colour_s
     stats["encode (writer thread)"] = writer.encode_s
     report("done", 1.0, n_frames, n_frames, 0.0)
     return GenerationResult(

@@ -181,7 +181,7 @@ class Renderer:
             rgb = self.frame(controls, pose, out=self._buffer("rgb", self.still.shape, np.uint8))
             t0 = time.perf_counter()
             cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=out)
-            self._tick("colour", t0)
+            self._tick("colour conversion", t0)
             return out
         x0, y0, x1, y1 = self.roi
         h, w = self.still.shape[:2]
