@@ -54,22 +54,30 @@ lint: $(STAMP)
 
 # Both environments at once: much of the suite waits on processes, sockets and timers,
 # so on two cores the pair takes about 10 minutes instead of 13 one after the other.
-# The numpy-2 run's output follows the main run's; either failing fails the target.
+# The numpy-2 run's output follows the main run's. Then the tests marked `realtime`
+# (live latency and frame rates), one environment at a time: beside the other suite
+# they would measure the box's contention, not facetalk. Any run failing fails the target.
 test: $(STAMP) $(STAMP2) sysdeps lint
 	@mkdir -p build
-	@$(MAKE) --no-print-directory test-np2 > build/test-np2.log 2>&1 & np2=$$!; \
-	$(BIN)/python -m pytest -q; main=$$?; \
+	@$(MAKE) --no-print-directory test-np2 PYTEST_ARGS='-m "not realtime"' \
+	  > build/test-np2.log 2>&1 & np2=$$!; \
+	$(BIN)/python -m pytest -q -m "not realtime"; main=$$?; \
 	wait $$np2; second=$$?; \
 	echo "---- the same suite with numpy >= 2, without mediapipe ($(VENV2)) ----"; \
 	cat build/test-np2.log; \
-	test $$main -eq 0 && test $$second -eq 0
+	echo "---- real-time tests, alone: $(VENV), then $(VENV2) ----"; \
+	$(BIN)/python -m pytest -q -m realtime; rt1=$$?; \
+	$(MAKE) --no-print-directory test-np2 PYTEST_ARGS='-m realtime'; rt2=$$?; \
+	test $$main -eq 0 && test $$second -eq 0 && test $$rt1 -eq 0 && test $$rt2 -eq 0
 
-# The whole suite with numpy >= 2 and without mediapipe (its own numba cache: kernels
-# compiled against another numpy must not be shared; its own pytest temp folder).
+# The suite with numpy >= 2 and without mediapipe (its own numba cache: kernels compiled
+# against another numpy must not be shared; its own pytest temp folder). PYTEST_ARGS
+# selects tests (`make test` passes markers); empty runs all of them.
+PYTEST_ARGS ?=
 test-np2: $(STAMP2)
 	@$(VENV2)/bin/python -c 'import numpy, cv2; print("numpy", numpy.__version__, "opencv", cv2.__version__)'
 	NUMBA_CACHE_DIR=$(CURDIR)/$(VENV2)/numba-cache $(VENV2)/bin/python -m pytest -q \
-	  -p no:cacheprovider --basetemp=$(CURDIR)/build/pytest-np2
+	  -p no:cacheprovider --basetemp=$(CURDIR)/build/pytest-np2 $(PYTEST_ARGS)
 
 # Re-export the ONNX face models from the mediapipe wheel and check them against it.
 models: $(STAMP)

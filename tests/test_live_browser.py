@@ -28,7 +28,7 @@ from facetalk.face import analyze_face
 from test_service_support import Server
 from test_web_browser import CHROMIUM, ReadmeServer, browser, running
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
 KEY = "live-browser-key-0123456789"
 

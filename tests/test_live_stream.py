@@ -42,12 +42,13 @@ from test_live_api import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, 
 
 #: About five seconds of English with a clear pause between the two phrases.
 TEXT = "Please bring me a map of the moon. ... Maybe by Monday, if you can."
-#: Bound on the time from sending audio to receiving its frame. The issue's target is
-#: 150 ms, measured by ``facetalk stream-bench`` on a quiet machine (p95 57 ms here, see
-#: the README) and met by this test alone (p95 53-60 ms); but ``make test`` runs two
-#: copies of the suite at once on two cores, where p95 reached 145 ms, so the test
-#: guards against regressions with headroom instead of re-measuring the target.
-LATENCY_P95_MS = 250.0
+#: Bound on the time from sending audio to receiving its frame: the target, 150 ms.
+#: ``make test`` runs the tests marked ``realtime`` alone (not beside the other
+#: environment's suite, where two copies on two cores once pushed p95 to 274 ms), so the
+#: measurement means what it says; alone this test measures p95 53-60 ms here.
+LATENCY_P95_MS = 150.0
+
+pytestmark = pytest.mark.realtime
 
 
 # -- fixtures ------------------------------------------------------------------------------

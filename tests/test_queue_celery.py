@@ -25,9 +25,11 @@ from test_service_support import Server, decode_mp4, submit, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 
-#: 100 frames of 256 px video from ~1.5 s of speech (an idle tail): about a second of
-#: rendering, long enough to be caught mid-render.
-JOB = {"min_resolution": "256", "inference_steps": "5", "duration": "4"}
+#: 200 frames of 256 px video from ~1.5 s of speech (an idle tail): one to two seconds
+#: of rendering, long enough to be caught mid-render. The API mirrors progress every
+#: 0.5 s, so a job is only chosen as the victim while half of it is still to render.
+FRAMES = 200
+JOB = {"min_resolution": "256", "inference_steps": "5", "duration": str(FRAMES // 25)}
 LONG = {"duration": "60", "min_resolution": "512", "inference_steps": "25"}
 
 
@@ -65,7 +67,7 @@ def assert_clean_outputs(http: httpx.Client, storage: Path, jobs: dict[str, dict
     for job_id, job in jobs.items():
         assert job["status"] == "succeeded", job
         info = decode_mp4(http.get(job["links"]["video"]).content)
-        assert info["frames"] == job["result"]["frames"] == 100
+        assert info["frames"] == job["result"]["frames"] == FRAMES
         assert info["audio"] and info["metadata"].get("ai_generated") == "true"
         names = sorted(p.name for p in (storage / "jobs" / job_id).iterdir())
         assert names == ["audio", "output.mp4", "portrait"], names
@@ -90,7 +92,8 @@ def test_twelve_jobs_two_workers_one_killed_mid_render(
                     for w in http.get("/v1/workers").json()["workers"]:
                         for current in w["current_jobs"]:
                             job = http.get(f"/v1/jobs/{current['job']}").json()
-                            if job["status"] == "running" and 0 < job["frames_done"] < 100:
+                            if job["status"] == "running" and \
+                                    0 < job["frames_done"] <= FRAMES // 2:
                                 victim_name, victim_job = w["name"], job
                                 break
                         if victim_job:
@@ -128,7 +131,7 @@ def test_twelve_jobs_two_workers_one_killed_mid_render(
                 assert f'facetalk_worker_jobs_total{{outcome="succeeded",worker="{survivor.name}"}}' \
                     in text
                 print(f"\ncelery: 12 jobs on 2 workers, {victim.name} killed (kill -9, "
-                      f"{len(killed)} processes) at frame {victim_job['frames_done']}/100 of a "
+                      f"{len(killed)} processes) at frame {victim_job['frames_done']}/{FRAMES} of a "
                       f"job; it was re-run on {survivor.name}; all 12 succeeded once, "
                       f"{recovered_s:.1f} s after the kill, {total_s:.1f} s in all")
         finally:
