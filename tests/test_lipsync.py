@@ -116,8 +116,11 @@ def test_non_speech_leaves_the_mouth_still(kind: str, astronaut_path: Path, tmp_
     x = signals.tone(4.0) if kind == "tone" else signals.music(8.0)
     wav = tmp_path / f"{kind}.wav"
     tts.write_wav(str(wav), x, signals.RATE)
+    # A fixed render id (the watermark is keyed by it) keeps the test reproducible. Before
+    # non-speech was given no opening at all, music onsets parted the lips to a tracked
+    # gap of 0.05-0.07 and random ids measured 0.1-1.6 changes/s; now 0-0.25.
     res = generate(astronaut_path, wav, GenerationOptions(min_resolution=384),
-                   output=tmp_path / f"{kind}.mp4")
+                   output=tmp_path / f"{kind}.mp4", render_id=f"nonspeech-{kind}")
     track, _ = track_video(res.path)
     opened = np.nan_to_num(track.gap) >= CLOSED_GAP
     changes = np.sum(opened[1:] != opened[:-1]) / (track.n / track.fps)
