@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from facetalk.service.redis_state import EVENTS
 from facetalk.service.storage import Storage
 from test_queue_support import RedisServer, WorkerProcess
 from test_service_support import Server, decode_mp4, submit, wait_for, wait_gone
@@ -85,20 +87,25 @@ def test_twelve_jobs_two_workers_one_killed_mid_render(
                 t0 = time.monotonic()
                 ids = [submit(http, portrait_bytes, speech_bytes, **JOB, seed=str(i)).json()["id"]
                        for i in range(12)]
-                # Catch a worker in the middle of rendering frames, then kill all of it.
+                # Catch a worker in the middle of rendering frames, then kill all of it. The
+                # workers' progress events in Redis are the freshest source (the API mirrors
+                # them every 0.5 s, heartbeats name current jobs every 2 s).
+                client = redis.Redis.from_url(redis_server.url)
                 victim_name = victim_job = None
                 end = time.monotonic() + 120
                 while victim_job is None and time.monotonic() < end:
-                    for w in http.get("/v1/workers").json()["workers"]:
-                        for current in w["current_jobs"]:
-                            job = http.get(f"/v1/jobs/{current['job']}").json()
-                            if job["status"] == "running" and \
-                                    0 < job["frames_done"] <= FRAMES // 2:
-                                victim_name, victim_job = w["name"], job
-                                break
-                        if victim_job:
+                    latest: dict[bytes, dict[bytes, bytes]] = {}
+                    for _, event in client.xrevrange(EVENTS, count=500):  # newest first
+                        latest.setdefault(event[b"job"], event)
+                    for job_id, event in latest.items():
+                        if event[b"kind"] != b"progress":
+                            continue
+                        done = int(json.loads(event[b"data"])["done"])
+                        if 0 < done <= FRAMES // 2:
+                            victim_name = event[b"worker"].decode()
+                            victim_job = {"id": job_id.decode(), "frames_done": done}
                             break
-                    time.sleep(0.02)
+                    time.sleep(0.01)
                 assert victim_job is not None and victim_name is not None, "no render caught"
                 victim = by_name[victim_name]
                 killed = victim.kill9()
