@@ -108,12 +108,14 @@ class Renderer:
 
     # -- one frame -------------------------------------------------------------------
     def _warp(self, controls: np.ndarray, pose: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[tuple[int, ...]]]:
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                         list[tuple[int, tuple[int, int, int, int]]]]:
         """Motion and backward map of one frame, shared by both outputs.
 
         Returns the gained controls, deformed and head-only vertices (output px), the
-        (h, w, 2) map over the ROI and the patches (ROI px, even-aligned) around the
-        features whose pixels are composited: the mouth always, a closing eye.
+        (h, w, 2) map over the ROI and the patches around the features whose pixels are
+        composited, as (feature, box): the mouth (-1) always, a closing eye (0 or 1); boxes
+        in ROI px, even-aligned.
         """
         t0 = time.perf_counter()
         rig = self.rig
@@ -127,23 +129,23 @@ class Renderer:
         # Where the map is discontinuous (the lip seam, closing lids) it must be exact:
         # rasterize those boxes again at full resolution.
         lips = np.concatenate([dst[rig.mouth_up], dst[rig.mouth_lo]]) - (x0, y0)
-        seams = [(self._box(lips, 0.12 * self.px_per_iod + 4, shape),
+        seams = [(-1, self._box(lips, 0.12 * self.px_per_iod + 4, shape),
                   self._box(lips, 4 * self._rim() + 2, shape))]
         for eye in (0, 1):
             if controls[BLINK + eye] > 0.02:
                 lids = np.concatenate([dst[rig.eye_up[eye]], dst[rig.eye_lo[eye]]]) - (x0, y0)
                 own = np.concatenate([head[rig.eye_up[eye]], head[rig.eye_lo[eye]]]) - (x0, y0)
-                seams.append((self._box(lids, 0.05 * self.px_per_iod + 4, shape),
+                seams.append((eye, self._box(lids, 0.05 * self.px_per_iod + 4, shape),
                               self._box(own, 3.0, shape)))
         patches = []
-        for box, drawn in seams:
+        for feature, box, drawn in seams:
             if box is None:
                 continue
             bx0, by0, bx1, by1 = box
             label = self._scratch("boxlab", (by1 - by0, bx1 - bx0), np.uint8)
             rasterize(dst - (x0 + bx0, y0 + by0), self.src_work, rig.tris, rig.kinds,
                       m2[by0:by1, bx0:bx1, 0], m2[by0:by1, bx0:bx1, 1], label)
-            patches.append(_even_union(box, drawn, shape))
+            patches.append((feature, _even_union(box, drawn, shape)))
         self._tick("warp", t0)
         return controls, dst, head, m2, patches
 
@@ -200,13 +202,16 @@ class Renderer:
         cv2.remap(pu, cmap, None, self.interp, dst=u_plane[cy0:cy1, cx0:cx1], borderMode=border)
         cv2.remap(pv, cmap, None, self.interp, dst=v_plane[cy0:cy1, cx0:cx1], borderMode=border)
         t0 = self._tick("resample", t0)
-        for px0, py0, px1, py1 in patches:
-            rgb = self._scratch("patch", ((py1 - py0) * (px1 - px0), 3), np.uint8).reshape(
-                py1 - py0, px1 - px0, 3)
+        for feature, (px0, py0, px1, py1) in patches:
+            ph, pw = py1 - py0, px1 - px0
+            rgb = self._scratch("patch", (ph * pw, 3), np.uint8).reshape(ph, pw, 3)
             cv2.remap(self.work, m2[py0:py1, px0:px1], None, self.interp, dst=rgb,
                       borderMode=border)
-            self._features(rgb, controls, dst, head, (x0 + px0, y0 + py0))
-            ph, pw = py1 - py0, px1 - px0
+            offset = (x0 + px0, y0 + py0)
+            if feature < 0:
+                self._mouth(rgb, dst, head, offset)
+            else:
+                self._eye(rgb, dst, head, offset, feature)
             yuv = self._scratch("patch_yuv", (ph * 3 // 2, pw), np.uint8)
             cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=yuv)
             sy, su, sv = i420_planes(yuv, pw, ph)
