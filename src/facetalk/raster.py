@@ -23,12 +23,13 @@ from numba import njit  # noqa: E402 - after the cache folder is chosen
 
 @njit(cache=True, nogil=True)
 def _raster(dst: np.ndarray, src: np.ndarray, kinds: np.ndarray, map_x: np.ndarray,
-            map_y: np.ndarray, label: np.ndarray) -> None:  # pragma: no cover - compiled
+            map_y: np.ndarray, label: np.ndarray, ox: float, oy: float, scale: float
+            ) -> None:  # pragma: no cover - compiled
     h, w = map_x.shape
     for t in range(dst.shape[0]):
-        x0, y0 = dst[t, 0, 0], dst[t, 0, 1]
-        x1, y1 = dst[t, 1, 0], dst[t, 1, 1]
-        x2, y2 = dst[t, 2, 0], dst[t, 2, 1]
+        x0, y0 = (dst[t, 0, 0] - ox) * scale, (dst[t, 0, 1] - oy) * scale
+        x1, y1 = (dst[t, 1, 0] - ox) * scale, (dst[t, 1, 1] - oy) * scale
+        x2, y2 = (dst[t, 2, 0] - ox) * scale, (dst[t, 2, 1] - oy) * scale
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if abs(area) < 1e-9:
             continue
@@ -102,6 +103,23 @@ def rasterize(dst_xy: np.ndarray, src_xy: np.ndarray, tris: np.ndarray, kinds: n
     ``src_xy`` the matching source positions written into ``map_x``/``map_y``.
     Pixels not covered keep their values.
     """
-    dst = np.ascontiguousarray(dst_xy[tris], dtype=np.float64)
-    src = np.ascontiguousarray(src_xy[tris], dtype=np.float64)
-    _raster(dst, src, np.ascontiguousarray(kinds, dtype=np.uint8), map_x, map_y, label)
+    rasterize_tris(triangles(dst_xy, tris), triangles(src_xy, tris),
+                   np.ascontiguousarray(kinds, dtype=np.uint8), map_x, map_y, label)
+
+
+def triangles(xy: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """(T, 3, 2) float64 corner positions of triangles ``tris`` (vertex indices)."""
+    return np.ascontiguousarray(xy[tris], dtype=np.float64)
+
+
+def rasterize_tris(dst: np.ndarray, src: np.ndarray, kinds: np.ndarray, map_x: np.ndarray,
+                   map_y: np.ndarray, label: np.ndarray, origin: tuple[float, float] = (0.0, 0.0),
+                   scale: float = 1.0) -> None:
+    """:func:`rasterize` for corners already gathered by :func:`triangles`.
+
+    Destination corners are taken as ``(dst - origin) * scale`` in the maps' grid, so a
+    renderer gathers each frame's triangles once and draws them into the ROI, its
+    coarse grid and the feature boxes without re-gathering (``kinds``: uint8).
+    """
+    _raster(dst, src, kinds, map_x, map_y, label, float(origin[0]), float(origin[1]),
+            float(scale))
