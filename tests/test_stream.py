@@ -47,6 +47,22 @@ def test_live_features_equal_the_file_features(speech16k: np.ndarray) -> None:
         assert np.allclose(got[k][:n], getattr(whole, k)[:n], atol=1e-6), k
 
 
+def test_file_features_in_parallel_blocks_equal_one_pass(speech16k: np.ndarray,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from facetalk import features
+
+    hop = int(round(features.HOP_S * STREAM_RATE))
+    n = 5 * features.BLOCK_HOPS * hop // 2 + 37  # five half-blocks and a ragged end
+    x = np.tile(speech16k, n // len(speech16k) + 1)[:n]
+    blocks = raw_features(x, STREAM_RATE)
+    monkeypatch.setattr(features, "BLOCK_HOPS", 10**9)
+    monkeypatch.setattr(features, "MIN_PARALLEL_HOPS", 10**9)
+    one = raw_features(x, STREAM_RATE)
+    assert blocks.n == one.n
+    for k in RAW_FIELDS:
+        assert np.array_equal(getattr(blocks, k), getattr(one, k)), k
+
+
 def test_frames_arrive_with_bounded_lookahead_and_cover_the_audio(avatar: Avatar,
                                                                    speech16k: np.ndarray) -> None:
     live = Stream(avatar)
