@@ -119,6 +119,30 @@ def test_option_controls_the_overlay() -> None:
     assert GenerationOptions.from_mapping({"watermark": "off"}).watermark is False
 
 
+def test_quiet_region_is_marked_faintly_with_a_soft_edge() -> None:
+    rng = np.random.default_rng(7)
+    size, box = 320, (100.0, 180.0, 220.0, 240.0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), (0, 0), 1.0)
+    loud = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25).pattern(frame)
+    quiet_overlay = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25, quiet=box)
+    quiet = quiet_overlay.pattern(frame)
+
+    def rms(d: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(d * d)))
+
+    inside = (slice(180, 240), slice(100, 220))
+    far = (slice(0, 100), slice(0, 320))  # well away from the box and its ramp
+    ratio_in = rms(quiet[inside]) / rms(loud[inside])
+    ratio_far = rms(quiet[far]) / rms(loud[far])
+    assert abs(ratio_in / ratio_far - wm.QUIET) < 0.01
+    mask = wm.quiet_mask(size, size, box)
+    assert mask[inside].max() == pytest.approx(wm.QUIET)
+    assert mask[far].min() == pytest.approx(1.0, abs=1e-3)
+    edge = mask[210, 220:260]  # right of the box: a ramp from QUIET, not a step
+    assert np.all(np.diff(edge) >= 0) and edge[0] == pytest.approx(wm.QUIET)
+    assert np.max(np.diff(edge)) < 0.1 and edge[-1] == pytest.approx(1.0)
+
+
 def test_detects_in_synthetic_frames_after_a_crop() -> None:
     rng = np.random.default_rng(4)
     size = 320

@@ -38,14 +38,17 @@ class _Label:
         self.patch.apply_i420(frame, *self.size)
 
 
-def build_overlays(options: GenerationOptions, framing: Framing, render_id: str) -> list[Overlay]:
+def build_overlays(options: GenerationOptions, framing: Framing, render_id: str,
+                   quiet: tuple[float, float, float, float] | None = None) -> list[Overlay]:
     """The overlays ``options`` ask for, in drawing order.
 
-    The watermark comes last so that it covers the whole picture, label included.
+    The watermark comes last so that it covers the whole picture, label included;
+    ``quiet`` (output px, the mouth's region) is where it is embedded faintly.
     """
     overlays: list[Overlay] = []
     if options.label:
         overlays.append(_Label(options.label, framing, options.label_position))
     if options.watermark:
-        overlays.append(WatermarkOverlay(framing.out_w, framing.out_h, render_id, options.fps))
+        overlays.append(WatermarkOverlay(framing.out_w, framing.out_h, render_id, options.fps,
+                                         quiet=quiet))
     return overlays

@@ -236,7 +236,7 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
     warmer.join()
     framing = plan_framing(face, options)
     renderer = make_renderer(face, rig, framing, options.quality_tier == "quality")
-    overlays = build_overlays(options, framing, render_id)
+    overlays = build_overlays(options, framing, render_id, quiet=renderer.mouth_region())
     lap("setup")
 
     # 6. render and encode, frame by frame (the encoder runs in its own thread)

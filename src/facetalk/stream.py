@@ -92,7 +92,8 @@ class Stream:
         self.id = stream_id or new_render_id()
         self._features = FeatureStream(STREAM_RATE)
         self._motion = MotionStream(self.options)
-        self._overlays: list[Overlay] = build_overlays(self.options, avatar.framing, self.id)
+        self._overlays: list[Overlay] = build_overlays(self.options, avatar.framing, self.id,
+                                                         quiet=avatar.renderer.mouth_region())
         self.samples_in = 0
 
     @property
