@@ -64,3 +64,15 @@ def short_speech(media_dir: Path) -> Path:
     """A ~1.5 s clip for quick renders."""
     s = tts.speak("Hello, my friend.", wpm=170)
     return write_wav(media_dir / "short.wav", s.samples, s.rate)
+
+
+@pytest.fixture(scope="session")
+def portrait_bytes(astronaut_path: Path) -> bytes:
+    """The bundled portrait's file, as an upload sends it."""
+    return astronaut_path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def speech_bytes(short_speech: Path) -> bytes:
+    """The short speech clip's file, as an upload sends it."""
+    return short_speech.read_bytes()

@@ -16,6 +16,7 @@ import pytest
 from facetalk import GenerationOptions, generate, tts
 from facetalk.evaluate import (
     CLOSED_GAP,
+    EVAL_SENTENCES,
     decode_audio,
     evaluate_track,
     phoneme_report,
@@ -28,14 +29,6 @@ import signals
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
-SENTENCES = (
-    "Please bring me a map of the moon. ... Maybe by Monday, if you can.",
-    "My father bought a blue boat in Boston. ... It was a bargain.",
-    "Bob and Pam ate apples by the palm tree, ... and then they napped.",
-    "How about a cup of hot coffee, my friend? ... I'd like that.",
-    "We need to be home before ten, ... or Mom will be upset.",
-    "Father parked the car far from the barn. ... The path was dark.",
-)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +42,7 @@ def sentence_results(portraits: dict[str, Path], tmp_path_factory: pytest.TempPa
     tmp = tmp_path_factory.mktemp("lipsync")
     rows = []
     for name, portrait in portraits.items():
-        for i, text in enumerate(SENTENCES):
+        for i, text in enumerate(EVAL_SENTENCES):
             speech = tts.speak(text, wpm=150)
             wav = tmp / f"{i}.wav"
             tts.write_wav(str(wav), speech.samples, speech.rate)

@@ -174,11 +174,6 @@ def refusal(url: str, **headers: str) -> tuple[int, str]:
 
 # -- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def portrait_bytes(astronaut_path: Path) -> bytes:
-    return astronaut_path.read_bytes()
-
-
-@pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """No API keys: the HTTP routes."""
     with app_client(tmp_path_factory.mktemp("live-api")) as client:

@@ -35,16 +35,6 @@ JOB = {"min_resolution": "256", "inference_steps": "5", "duration": str(FRAMES /
 LONG = {"duration": "60", "min_resolution": "512", "inference_steps": "25"}
 
 
-@pytest.fixture(scope="module")
-def portrait_bytes(astronaut_path: Path) -> bytes:
-    return astronaut_path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def speech_bytes(short_speech: Path) -> bytes:
-    return short_speech.read_bytes()
-
-
 def start_workers(server: RedisServer, storage: Path, names: list[str]) -> list[WorkerProcess]:
     """Workers on the shared folder (prepared here: the API may start after them)."""
     Storage(storage).prepare()

@@ -24,7 +24,7 @@ import redis
 
 from facetalk.errors import InvalidInput
 from facetalk.service.settings import ServiceSettings
-from test_service_support import alive, free_port, process_tree, wait_gone
+from test_service_support import ChildProcess, alive, free_port, wait_gone
 
 #: Lease of the test workers: a killed machine's job moves on after this many seconds.
 TEST_LEASE_S = 4.0
@@ -95,7 +95,7 @@ class RedisServer:
         self.stop()
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """``facetalk worker`` in its own process group (so ``kill9`` takes the whole machine's
     worker: the Celery main process and its render processes)."""
 
@@ -132,13 +132,6 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready after {timeout} s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def tree(self) -> list[int]:
-        assert self.proc is not None
-        return process_tree(self.proc.pid)
-
     def kill9(self) -> list[int]:
         """SIGKILL every process of this worker at once (a machine dying)."""
         assert self.proc is not None
@@ -149,27 +142,15 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (warm shutdown: running jobs are handed back), then SIGKILL leftovers."""
-        if self.proc is None:
-            return None
-        tree = self.tree() if self.proc.poll() is None else []
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        for pid in wait_gone(tree, 10.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        pgid = self.proc.pid
+
+        def kill_group() -> None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return self.proc.returncode
+                os.killpg(pgid, signal.SIGKILL)
 
-    def __enter__(self) -> WorkerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._end(timeout, kill_group)
 
 
 @contextlib.contextmanager

@@ -74,16 +74,6 @@ def wait_ready(client: TestClient, timeout: float = 60.0) -> dict[str, Any]:
     raise AssertionError(f"not ready: {r.json()}")
 
 
-@pytest.fixture(scope="session")
-def portrait_bytes(astronaut_path: Path) -> bytes:
-    return astronaut_path.read_bytes()
-
-
-@pytest.fixture(scope="session")
-def speech_bytes(short_speech: Path) -> bytes:
-    return short_speech.read_bytes()
-
-
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, make_client: MakeClient) -> Iterator[TestClient]:
     with make_client(tmp_path_factory.mktemp("api")) as client:

@@ -22,16 +22,6 @@ pytestmark = pytest.mark.slow
 LONGISH = {"duration": "12", "min_resolution": "512", "inference_steps": "25"}
 
 
-@pytest.fixture(scope="module")
-def portrait_bytes(astronaut_path: Path) -> bytes:
-    return astronaut_path.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def speech_bytes(short_speech: Path) -> bytes:
-    return short_speech.read_bytes()
-
-
 def test_real_server_renders_and_serves_decodable_mp4s(
         tmp_path: Path, portrait_bytes: bytes, speech_bytes: bytes) -> None:
     server = Server(tmp_path / "data", "--workers", "1")

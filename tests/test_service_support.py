@@ -79,7 +79,48 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
     return left
 
 
-class Server:
+class ChildProcess:
+    """A facetalk command run as a child process, its output in a log file."""
+
+    proc: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def start(self) -> ChildProcess:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        raise NotImplementedError
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tree(self) -> list[int]:
+        assert self.proc is not None
+        return process_tree(self.proc.pid)
+
+    def _end(self, timeout: float, force: Any) -> int:
+        """SIGTERM and wait; ``force()`` if it does not stop; every descendant is gone after."""
+        assert self.proc is not None
+        tree = self.tree()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            force()
+            code = self.proc.wait(10)
+        for pid in wait_gone(tree, 10.0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return code
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Server(ChildProcess):
     """``facetalk serve`` as a real process on a free loopback port."""
 
     def __init__(self, storage: Path, *args: str, port: int | None = None,
@@ -124,13 +165,6 @@ class Server:
             time.sleep(0.2)
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def tree(self) -> list[int]:
-        assert self.proc is not None
-        return process_tree(self.proc.pid)
-
     def kill9(self) -> list[int]:
         """SIGKILL the server process only (its workers are left to notice); their pids."""
         assert self.proc is not None
@@ -143,23 +177,7 @@ class Server:
         """SIGTERM and wait; SIGKILL if it does not stop; every descendant is gone after."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
-        tree = self.tree()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(10)
-        for pid in wait_gone(tree, 10.0):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        return code
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._end(timeout, self.proc.kill)
 
 
 def submit(client: httpx.Client, portrait: bytes, audio: bytes, **fields: str) -> httpx.Response:

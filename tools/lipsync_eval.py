@@ -16,16 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from facetalk import GenerationOptions, generate, tts
-from facetalk.evaluate import decode_audio, evaluate_track, phoneme_report, track_video
-
-SENTENCES = (
-    "Please bring me a map of the moon. ... Maybe by Monday, if you can.",
-    "My father bought a blue boat in Boston. ... It was a bargain.",
-    "Bob and Pam ate apples by the palm tree, ... and then they napped.",
-    "How about a cup of hot coffee, my friend? ... I'd like that.",
-    "We need to be home before ten, ... or Mom will be upset.",
-    "Father parked the car far from the barn. ... The path was dark.",
+from facetalk.evaluate import (
+    EVAL_SENTENCES,
+    decode_audio,
+    evaluate_track,
+    phoneme_report,
+    track_video,
 )
+
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAITS = {
     "astronaut": Path(str(resources.files("facetalk") / "assets" / "astronaut.png")),
@@ -57,7 +55,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as t:
         for name, portrait in PORTRAITS.items():
-            for i, text in enumerate(SENTENCES):
+            for i, text in enumerate(EVAL_SENTENCES):
                 m = measure(portrait, text, options, Path(t))
                 m.update(portrait=name, sentence=i + 1)
                 rows.append(m)

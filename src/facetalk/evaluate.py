@@ -20,6 +20,16 @@ from . import landmarks as L
 
 #: Inner-lip gap (IOD) below which a mouth counts as closed.
 CLOSED_GAP = 0.05
+#: The lip-sync evaluation's sentences (tools/lipsync_eval.py and the tests): bilabials,
+#: open vowels and pauses ("...") in plain English that espeak-ng speaks with timings.
+EVAL_SENTENCES = (
+    "Please bring me a map of the moon. ... Maybe by Monday, if you can.",
+    "My father bought a blue boat in Boston. ... It was a bargain.",
+    "Bob and Pam ate apples by the palm tree, ... and then they napped.",
+    "How about a cup of hot coffee, my friend? ... I'd like that.",
+    "We need to be home before ten, ... or Mom will be upset.",
+    "Father parked the car far from the barn. ... The path was dark.",
+)
 
 
 @dataclass
