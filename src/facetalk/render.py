@@ -562,9 +562,10 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
         rig.mouth_up, rig.mouth_lo, np.array(L.MOUTH_OUTER_UP + L.MOUTH_OUTER_LO)]))
     eye_fit = tuple(np.unique(np.concatenate([u, lo])) for u, lo in zip(rig.eye_up, rig.eye_lo,
                                                                         strict=True))
+    src_work = to_work(rig.src)
     return Renderer(
         rig=rig, framing=framing, work=work, work_affine=(kx, ky, float(rx0), float(ry0)),
-        src_work=to_work(rig.src), src_tri=triangles(to_work(rig.src), rig.tris), base=base, still=still,
+        src_work=src_work, src_tri=triangles(src_work, rig.tris), base=base, still=still,
         planes=(planes[0], planes[1], planes[2]), still_i420=still_i420,
         roi=(x0, y0, x1, y1), interp=interp, portrait_open=portrait_open,
         portrait_teeth=portrait_teeth, lip_rgb=lip_rgb.astype(np.float64),
