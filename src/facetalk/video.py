@@ -101,6 +101,9 @@ class Mp4Writer:
         # YUV buffers reused round-robin: at most queue_size wait in the queue, one is
         # being encoded and one being filled, so queue_size + 2 never collide.
         self._ring = [np.empty((height * 3 // 2, width), np.uint8) for _ in range(queue_size + 2)]
+        # PyAV's zero-copy wrapper derives the height as rows // 6 * 4: right only for
+        # heights divisible by 4 (a 510 px tall buffer would come out 508 px tall).
+        self._wrap = height % 4 == 0
         self._error: BaseException | None = None
         self._closed = False
         self.container = av.open(str(self.tmp), mode="w", format="mp4",
@@ -193,7 +196,14 @@ class Mp4Writer:
                 if yuv is None:
                     return
                 t0 = time.perf_counter()
-                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                if self._wrap:
+                    # The ring buffer itself, not a copy (0.7 -> 0.1 ms per 1024 px
+                    # frame): x264 copies the picture into its own frames inside
+                    # encode(), and the producer refills this slot only after the next
+                    # frame is taken off the queue (see _ring).
+                    frame = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
+                else:
+                    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
                 frame.pts = index
                 index += 1
                 for packet in self.vstream.encode(frame):
