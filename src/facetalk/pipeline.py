@@ -29,6 +29,7 @@ from .image import Source, load_portrait
 from .motion import plan_motion
 from .options import GenerationOptions
 from .overlays import build_overlays
+from .render import make_renderer, warm_up
 from .rig import Rig, build_rig
 from .settings import Limits
 from .video import Mp4Writer, ai_metadata, new_render_id
@@ -109,18 +110,6 @@ class _Background:
         return self._value
 
 
-def _load_renderer() -> None:
-    """Import the renderer (numba and its compiled kernels) in the warm-up thread.
-
-    Not imported with this module: numba's import and kernel loading take 0.3-0.4 s,
-    which this way overlap with decoding the inputs and analyzing face and audio
-    instead of standing before them.
-    """
-    from .render import warm_up
-
-    warm_up()
-
-
 def _analyze_portrait(image: np.ndarray, device: str | None = None) -> tuple[FaceModel, Rig]:
     face = analyze_face(image, device=device)
     return face, build_rig(face.landmarks)
@@ -198,7 +187,7 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
         clock = now
 
     # 0. load the compiled render kernels in the background meanwhile
-    warmer = threading.Thread(target=_load_renderer, name="facetalk-warm-up", daemon=True)
+    warmer = threading.Thread(target=warm_up, name="facetalk-warm-up", daemon=True)
     warmer.start()
 
     # 1. decode the portrait (cheap checks first: limits, format)
@@ -246,8 +235,6 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
     # 5. prepare the renderer (framing, working image, still frame)
     warmer.join()
     framing = plan_framing(face, options)
-    from .render import make_renderer  # imported by the warm-up thread by now
-
     renderer = make_renderer(face, rig, framing, options.quality_tier == "quality")
     overlays = build_overlays(options, framing, render_id, quiet=renderer.mouth_region())
     lap("setup")
