@@ -26,9 +26,10 @@ from . import __version__
 #: libx264 settings: visually lossless for faces, fast enough to be the floor we beat.
 X264_PRESET = "veryfast"
 X264_CRF = 18
-#: FFmpeg's AAC coder. "fast" (FFmpeg's default from 2018 to 2024) instead of today's
-#: default "twoloop": 0.5 instead of 2.4 s of CPU per minute of speech, spent in the
-#: writer thread between video frames, at 96 kb/s mono where both sound clean.
+#: FFmpeg's AAC coder: "fast" (FFmpeg's default for some years) rather than this
+#: build's default "twoloop": 0.5 instead of 2.4 s of CPU per minute of speech, and at
+#: our bit rates no worse (bundled speech, log-mel distance to the source 0.96 vs
+#: 1.46 dB; a synthetic chord 2.68 vs 2.54 dB).
 AAC_CODER = "fast"
 #: Encoded audio packets the audio thread may hold ready (each 1024 samples: ~1.4 s).
 AUDIO_AHEAD_PACKETS = 64
