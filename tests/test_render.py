@@ -196,3 +196,47 @@ def test_i420_frames_match_the_rgb_frames_converted(
         outside[y0:y1, x0:x1] = False
         assert np.array_equal(y_out[outside], y_still[outside])
         assert not np.array_equal(y_out[y0:y1, x0:x1], y_still[y0:y1, x0:x1])
+
+
+
+_WARM_UP_CHILD = """
+import json, sys
+import numpy as np
+from facetalk import GenerationOptions, layers, raster, render
+from facetalk import rig as rig_module
+from facetalk.face import analyze_face
+from facetalk.framing import plan_framing
+from facetalk.image import load_portrait
+from facetalk.rig import CONTROLS, build_rig
+
+render.warm_up()
+kernels = (raster._raster, rig_module._pose_vertices, layers.composite_opening)
+before = [len(k.signatures) for k in kernels]
+face = analyze_face(load_portrait(sys.argv[1]))
+c = np.zeros(len(CONTROLS))
+c[[0, 2, 8, 9]] = (0.8, 0.4, 1.0, 0.5)  # jaw, lip_down, both blinks
+pose = np.array([0.03, -0.02, 0.01, 0.01, 0.0])
+for framing, quality in (("crop", True), ("full", False)):
+    r = render.make_renderer(face, build_rig(face.landmarks), plan_framing(
+        face, GenerationOptions(framing=framing, min_resolution=512)), quality=quality)
+    r.frame_i420(c, pose, np.empty_like(r.still_i420))
+    r.frame(c, np.zeros(5))
+print(json.dumps([before, [len(k.signatures) for k in kernels]]))
+"""
+
+
+def test_warm_up_loads_every_kernel_the_renderer_calls() -> None:
+    """render.warm_up() runs beside the face analysis so that the first frame finds its
+    compiled kernels loaded; a kernel called with other array types than the warm-up's
+    would be compiled again at the first frame (seconds). In a fresh interpreter,
+    rendering after the warm-up must add no compiled signature."""
+    import json
+    import subprocess
+    import sys
+    from importlib import resources
+
+    portrait = str(resources.files("facetalk") / "assets" / "astronaut.png")
+    proc = subprocess.run([sys.executable, "-c", _WARM_UP_CHILD, portrait],
+                          capture_output=True, text=True, check=True, timeout=300)
+    before, after = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert min(before) >= 1 and after == before

