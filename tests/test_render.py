@@ -99,6 +99,37 @@ def test_controls_move_what_they_should(face: FaceModel) -> None:
     assert np.abs(posed[rig.outer_ring] - base[rig.outer_ring]).max() < 1e-9
 
 
+def test_posing_is_a_faded_rigid_head_motion(face: FaceModel) -> None:
+    """The compiled posing against the geometry written out with matrices: each core
+    vertex is rotated in 3D about the pivot (yaw, then pitch, then roll) and shifted
+    along the face axes, faded by its head weight; a control's displacement rides
+    along through the rotation's linear part; spline points follow their core points."""
+    rig = build_rig(face.landmarks)
+    yaw, pitch, roll, tx, ty = pose = np.array([0.12, -0.08, 0.05, 0.04, -0.03])
+    ry = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+    rz = np.array([[np.cos(roll), -np.sin(roll), 0], [np.sin(roll), np.cos(roll), 0], [0, 0, 1]])
+    rot = rz @ rx @ ry
+    core = rig.src[: rig.n_core]
+    p3 = np.concatenate([core, rig.z[:, None]], axis=1) - rig.pivot
+    shift = (tx * rig.frame.ex + ty * rig.frame.ey) * rig.frame.iod
+    w = rig.head_weight[:, None]
+    head = core + w * ((p3 @ rot.T + rig.pivot)[:, :2] + shift - core)
+    c = controls(jaw=0.7, round=0.4, blink_l=1.0)
+    disp = np.tensordot(c, rig.bases, axes=1)
+    moved = head + (1 - w) * disp + w * (disp @ rot[:2, :2].T)
+    dst, head_all = rig.deform_pair(c, pose)
+    n = rig.n_core
+    assert np.abs(head_all[:n] - head).max() < 1e-9
+    assert np.abs(dst[:n] - moved).max() < 1e-9
+    splines = np.einsum("nk,nkc->nc", rig.dense_w, moved[rig.dense_idx])
+    assert np.abs(dst[n:] - splines).max() < 1e-9
+    assert np.array_equal(rig.deform(c, pose), dst)
+    assert np.abs(rig.deform(c, pose, local=False) - head_all).max() < 1e-9
+    with pytest.raises(ValueError):
+        rig.deform_pair(np.zeros(3), pose)  # too few controls: refused, not read past
+
+
 def test_rendered_mouth_and_eyes_read_as_such_when_re_tracked(face: FaceModel) -> None:
     rig = build_rig(face.landmarks)
     r = make_renderer(face, rig, plan_framing(face, GenerationOptions()), quality=True)

@@ -116,13 +116,16 @@ class Rig:
         runs for every frame, and as numpy calls it cost about a tenth of a 512 px
         frame's rendering.
         """
+        controls = np.ascontiguousarray(controls, dtype=np.float64)
+        if controls.shape != (len(self.bases),):  # the kernel does not check its bounds
+            raise ValueError(f"expected {len(self.bases)} controls, got shape {controls.shape}")
         n = len(self.src)
         dst, head = np.empty((n, 2)), np.empty((n, 2))
         posed = pose is not None and bool(np.any(pose))
         shift = np.zeros(2)
         if posed:
             shift = (float(pose[3]) * self.frame.ex + float(pose[4]) * self.frame.ey) * self.frame.iod
-        _pose_vertices(np.ascontiguousarray(controls, dtype=np.float64), self.bases, self.src,
+        _pose_vertices(controls, self.bases, self.src,
                        self.z, self.pivot, np.zeros(3) if pose is None else
                        np.ascontiguousarray(pose[:3], dtype=np.float64), posed, shift,
                        self.head_weight, self.dense_idx, self.dense_w, dst, head)
