@@ -4,13 +4,17 @@ For each size and framing, child processes run on the same workload (the bundled
 portrait and a speech clip of the requested length):
 
 * render: ``generate()`` end to end (decode, face, features, motion, render, encode);
-* floor (run before and after the render; the faster run counts): the same number of
+* floor (run before and after each render; the faster of the two counts): the same number of
   frames of the same size and content pushed through the same writer (libx264 with the
   same settings + muxing), with no rendering -- the frames
   are a loop of 50 frames rendered beforehand, untimed, already in the encoder's I420
   format (as the renderer hands them over: no colour conversion on either side) and
   with the default overlays drawn in (the watermark: it is in every default output
   and costs the encoder bits and time, measured +36 % bytes and about +5 % CPU).
+
+With ``--repeat N`` each size is rendered N times, floor runs in between (N + 1 in
+all), and the median ratio and the range are printed as well: the machine's speed may
+drift between runs, and one ratio moves with it.
 
 Each child reports its wall time, its CPU time (user + system, all threads), its peak
 RSS (``ru_maxrss``) and stage timings; the
@@ -166,9 +170,13 @@ def machine_info() -> dict[str, Any]:
               help="Comma-separated output sizes (short side, px).")
 @click.option("--framing", "framings", default="crop", show_default=True,
               help="Comma-separated framings: crop, full, vertical.")
+@click.option("--repeat", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Renders per size, each between two floor runs; with more than one, "
+                   "the median ratio is printed too (a drifting machine moves single runs).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write all figures to this JSON file.")
-def bench(seconds: float, sizes: str, framings: str, json_path: Path | None) -> None:
+def bench(seconds: float, sizes: str, framings: str, repeat: int, json_path: Path | None
+          ) -> None:
     """Measure render speed, memory and the encode-only floor on this machine."""
     from .options import GenerationOptions
 
@@ -176,7 +184,8 @@ def bench(seconds: float, sizes: str, framings: str, json_path: Path | None) -> 
     size_list = [int(s) for s in sizes.split(",") if s.strip()]
     framing_list = [f.strip() for f in framings.split(",") if f.strip()]
     portrait = str(resources.files("facetalk") / "assets" / "astronaut.png")
-    results = []
+    results: list[dict[str, Any]] = []
+    summaries: list[dict[str, Any]] = []
     info = machine_info()
     click.echo(f"machine: {info['cpu']} ({info['cores']} cores), Python {info['python']}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,26 +197,57 @@ def bench(seconds: float, sizes: str, framings: str, json_path: Path | None) -> 
                 out = str(Path(tmp) / f"r{size}{framing}.mp4")
                 floor_args = {"portrait": portrait, "audio": audio, "size": size,
                               "framing": framing, "out": str(Path(tmp) / "floor.mp4")}
-                # The floor runs before and after the render and the faster run counts:
-                # a slow moment of the machine during one floor run cannot flatter the ratio.
+                # Every render runs between two floor runs and the faster of the two
+                # counts: a slow moment of the machine during one floor run cannot
+                # flatter the ratio. Repetitions share the floor run between them.
                 before = _run_child("floor", **floor_args, frames=expected_frames)
-                r = _run_child("render", portrait=portrait, audio=audio, size=size,
-                               framing=framing, out=out)
-                floors = [_run_child("floor", **floor_args, frames=r["frames"])]
-                if before["frames"] == r["frames"]:
-                    floors.insert(0, before)
-                f = min(floors, key=lambda run: run["wall_s"])
-                row = {"size": size, "framing": framing, "render": r, "floor": f,
-                       "floor_runs_s": [run["wall_s"] for run in floors],
-                       "ratio_to_floor": r["wall_s"] / f["wall_s"],
-                       "fps": r["frames"] / r["wall_s"],
-                       "realtime_x": r["audio_s"] / r["wall_s"]}
-                results.append(row)
-                _print_row(row)
+                rows = []
+                for i in range(repeat):
+                    r = _run_child("render", portrait=portrait, audio=audio, size=size,
+                                   framing=framing, out=out)
+                    after = _run_child("floor", **floor_args, frames=r["frames"])
+                    floors = [after] if before["frames"] != r["frames"] else [before, after]
+                    before = after
+                    f = min(floors, key=lambda run: run["wall_s"])
+                    row = {"size": size, "framing": framing, "repeat": i + 1, "render": r,
+                           "floor": f, "floor_runs_s": [run["wall_s"] for run in floors],
+                           "ratio_to_floor": r["wall_s"] / f["wall_s"],
+                           "fps": r["frames"] / r["wall_s"],
+                           "realtime_x": r["audio_s"] / r["wall_s"]}
+                    rows.append(row)
+                    _print_row(row)
+                results += rows
+                if repeat > 1:
+                    summaries.append(_summary(rows))
     if json_path is not None:
         json_path.write_text(json.dumps({"machine": info, "seconds": seconds,
-                                         "results": results}, indent=2))
+                                         "results": results, "summary": summaries},
+                                        indent=2))
         click.echo(f"wrote {json_path}")
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and range of the repeated runs of one size and framing (printed too)."""
+    import statistics
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    first = [r["render"]["first_frame_s"] for r in rows
+             if r["render"].get("first_frame_s") is not None]
+    out = {"size": rows[0]["size"], "framing": rows[0]["framing"], "runs": len(rows),
+           "ratio_to_floor": spread([r["ratio_to_floor"] for r in rows]),
+           "render_wall_s": spread([r["render"]["wall_s"] for r in rows]),
+           "floor_wall_s": spread([r["floor"]["wall_s"] for r in rows]),
+           "peak_rss_mb": spread([r["render"]["peak_rss_mb"] for r in rows]),
+           "first_frame_s": spread(first) if first else None}
+    ratio, wall = out["ratio_to_floor"], out["render_wall_s"]
+    click.echo(f"\n{out['size']} {out['framing']}, {len(rows)} runs: ratio to floor median "
+               f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f}), render "
+               f"{wall['median']:.2f} s ({wall['min']:.2f}-{wall['max']:.2f})"
+               + (f", first frame median {out['first_frame_s']['median']:.2f} s"
+                  if first else ""))
+    return out
 
 
 def _print_row(row: dict[str, Any]) -> None:
