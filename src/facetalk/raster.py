@@ -90,15 +90,11 @@ def _raster(dst: np.ndarray, src: np.ndarray, kinds: np.ndarray, map_x: np.ndarr
                 continue
             bx = mxc * y + mxd
             by = myc * y + myd
+            for x in range(xs, xe + 1):
+                map_x[y, x] = mxa * x + bx
+                map_y[y, x] = mya * x + by
             if labelled:
-                for x in range(xs, xe + 1):
-                    map_x[y, x] = mxa * x + bx
-                    map_y[y, x] = mya * x + by
-                    label[y, x] = k
-            else:
-                for x in range(xs, xe + 1):
-                    map_x[y, x] = mxa * x + bx
-                    map_y[y, x] = mya * x + by
+                label[y, xs:xe + 1] = k
 
 
 #: Passed to the kernel when no label is wanted (the renderer's maps: a store per pixel less).
