@@ -229,7 +229,6 @@ def test_i420_frames_match_the_rgb_frames_converted(
         assert not np.array_equal(y_out[y0:y1, x0:x1], y_still[y0:y1, x0:x1])
 
 
-
 _WARM_UP_CHILD = """
 import json, sys
 import numpy as np

@@ -195,8 +195,7 @@ def _catmull_rom(t: float) -> np.ndarray:
 
 
 def _harmonic(n: int, edges: np.ndarray, fixed: dict[int, np.ndarray]) -> np.ndarray:
-    """Values on all n vertices: ``fixed`` where given, graph-harmonic elsewhere.
-"""
+    """Values on all n vertices: ``fixed`` where given, graph-harmonic elsewhere."""
     dim = len(next(iter(fixed.values())))
     rows = np.concatenate([edges[:, 0], edges[:, 1]])
     cols = np.concatenate([edges[:, 1], edges[:, 0]])
