@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetalk import tts
+from facetalk.media import tts
 
 ASSETS = resources.files("facetalk") / "assets"
 

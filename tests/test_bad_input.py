@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from facetalk import LimitExceeded, NoFaceFound, UnsupportedMedia
-from facetalk.audio import load_audio
-from facetalk.image import load_portrait
+from facetalk.media.audio import load_audio
+from facetalk.media.image import load_portrait
 from facetalk.settings import Limits
 
 FACETALK = [sys.executable, "-m", "facetalk.cli"]

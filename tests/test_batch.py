@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facetalk.evaluate import decode_frames
+from facetalk.measure.evaluate import decode_frames
 
 
 def test_bad_rows_are_reported_and_skipped(tmp_path: Path, astronaut_path: Path,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from facetalk.bench import bench
+from facetalk.cli.bench import bench
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from facetalk.evaluate import decode_frames
+from facetalk.measure.evaluate import decode_frames
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -92,7 +92,7 @@ def test_service_commands_refuse_a_missing_provider_at_start(cmd: str, monkeypat
 
 
 def test_serve_hands_the_device_to_its_render_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from facetalk.service import cli as service_cli
+    from facetalk.cli import serve as service_cli
 
     monkeypatch.setenv(devices.ENV, "auto")  # so the teardown restores the environment
     monkeypatch.delenv(devices.ENV)
@@ -121,7 +121,7 @@ def test_doctor_json_and_failure_exit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cpu_info_reads_arm_servers() -> None:
-    from facetalk.doctor import cpu_info
+    from facetalk.cli.doctor import cpu_info
 
     text = ("processor\t: 0\nBogoMIPS\t: 200.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 "
             "crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma dcpop asimddp asimdfhm\n"

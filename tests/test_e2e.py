@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facetalk import GenerationOptions, generate, tts
-from facetalk.evaluate import (
+from facetalk import GenerationOptions, generate
+from facetalk.face.analysis import analyze_face
+from facetalk.face.framing import plan_framing
+from facetalk.measure.evaluate import (
     CLOSED_GAP,
     Track,
     decode_audio,
@@ -21,11 +23,10 @@ from facetalk.evaluate import (
     silent_frames,
     track_frames,
 )
-from facetalk.face import analyze_face
-from facetalk.framing import plan_framing
-from facetalk.image import load_portrait
-from facetalk.render import make_renderer
-from facetalk.rig import build_rig
+from facetalk.media import tts
+from facetalk.media.image import load_portrait
+from facetalk.render.renderer import make_renderer
+from facetalk.render.rig import build_rig
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from facetalk import GenerationOptions, generate, tts
+from facetalk import GenerationOptions, generate
+from facetalk.media import tts
 
 pytestmark = pytest.mark.slow
 

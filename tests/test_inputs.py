@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetalk import Cancelled, GenerationOptions, generate, tts
-from facetalk.audio import load_audio
-from facetalk.evaluate import CLOSED_GAP, decode_audio, decode_frames, track_frames
-from facetalk.face import analyze_face
-from facetalk.image import load_portrait
+from facetalk import Cancelled, GenerationOptions, generate
+from facetalk.face.analysis import analyze_face
+from facetalk.measure.evaluate import CLOSED_GAP, decode_audio, decode_frames, track_frames
+from facetalk.media import tts
+from facetalk.media.audio import load_audio
+from facetalk.media.image import load_portrait
 from facetalk.pipeline import Progress
 
 SMALL = GenerationOptions(min_resolution=256)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetalk import GenerationOptions, generate, tts
-from facetalk.evaluate import (
+from facetalk import GenerationOptions, generate
+from facetalk.measure.evaluate import (
     CLOSED_GAP,
     EVAL_SENTENCES,
     decode_audio,
@@ -22,6 +22,7 @@ from facetalk.evaluate import (
     phoneme_report,
     track_video,
 )
+from facetalk.media import tts
 
 sys.path.insert(0, str(Path(__file__).parent))
 import signals
@@ -121,7 +122,7 @@ def test_non_speech_leaves_the_mouth_still(kind: str, astronaut_path: Path, tmp_
 
 
 def test_blinks_over_a_minute_are_human(astronaut_path: Path, tmp_path: Path) -> None:
-    from facetalk.bench import speech_clip
+    from facetalk.measure.bench import speech_clip
 
     wav = speech_clip(60.0, tmp_path / "minute.wav")
     res = generate(astronaut_path, wav, GenerationOptions(min_resolution=256),

@@ -33,9 +33,9 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from facetalk import landmarks as L
-from facetalk import tts
-from facetalk.face import analyze_face
+from facetalk.face import landmarks as L
+from facetalk.face.analysis import analyze_face
+from facetalk.media import tts
 from facetalk.service.app import create_app
 from facetalk.service.settings import ServiceSettings
 
@@ -439,7 +439,7 @@ def test_say_message_speaks_through_the_avatar(server: LiveServer, avatar: dict[
 def test_stream_bench_measures_a_running_server(server: LiveServer, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from facetalk.streambench import stream_bench
+    from facetalk.cli.stream_bench import stream_bench
 
     out = tmp_path / "bench.json"
     r = CliRunner().invoke(stream_bench, ["--url", server.base, "--api-key", KEY, "--seconds", "2",

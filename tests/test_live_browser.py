@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 from playwright import sync_api
 
-from facetalk import landmarks as L
-from facetalk import tts
-from facetalk.face import analyze_face
+from facetalk.face import landmarks as L
+from facetalk.face.analysis import analyze_face
+from facetalk.media import tts
 from test_service_support import Server
 from test_web_browser import CHROMIUM, ReadmeServer, browser, running
 

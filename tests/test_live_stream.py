@@ -3,7 +3,7 @@
 Against a real uvicorn server on a loopback port (test_live_api.py's LiveServer and
 client), everything is measured from the outside: frames are timed when they arrive
 and decoded, the received frames and the audio sent are put back together into an MP4
-that facetalk.evaluate re-tracks (as ``facetalk eval`` does) to measure lip sync.
+that facetalk.measure.evaluate re-tracks (as ``facetalk eval`` does) to measure lip sync.
 Clients that misbehave use a plain socket with websockets' sans-I/O protocol, so they
 can send invalid frames or vanish without a close frame. Last, the /live page in
 Chromium (as in test_live_browser.py) when a second portrait replaces the first.
@@ -33,11 +33,11 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from facetalk import tts
-from facetalk.audio import iter_soundtrack, load_audio
-from facetalk.evaluate import decode_audio, evaluate_track, track_video
+from facetalk.measure.evaluate import decode_audio, evaluate_track, track_video
+from facetalk.media import tts
+from facetalk.media.audio import iter_soundtrack, load_audio
+from facetalk.media.video import Mp4Writer, ai_metadata
 from facetalk.settings import Limits
-from facetalk.video import Mp4Writer, ai_metadata
 from test_live_api import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, decode, session
 
 #: About five seconds of English with a clear pause between the two phrases.

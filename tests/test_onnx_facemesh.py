@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 
 from facetalk.errors import NoFaceFound
-from facetalk.face import analyze_face
-from facetalk.facemesh import FaceMesh, detect_faces, mesh
-from facetalk.facemesh.detector import FULL, MODELS, SHORT
-from facetalk.image import load_portrait
+from facetalk.face import mesh
+from facetalk.face.analysis import analyze_face
+from facetalk.face.detector import FULL, MODELS, SHORT, detect_faces
+from facetalk.face.mesh import FaceMesh
+from facetalk.media.image import load_portrait
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -106,7 +107,7 @@ def test_export_is_reproducible(tmp_path: Path) -> None:
 
 
 def test_triangles_are_shipped_data() -> None:
-    from facetalk.landmarks import face_triangles
+    from facetalk.face.landmarks import face_triangles
 
     tri = face_triangles()
     assert tri.shape == (852, 3) and tri.min() == 0 and tri.max() == 467
@@ -114,7 +115,7 @@ def test_triangles_are_shipped_data() -> None:
 
 
 def test_iris_points_sit_inside_the_eyes() -> None:
-    from facetalk import landmarks as L
+    from facetalk.face import landmarks as L
 
     face = analyze_face(load_portrait(ROOT / "src/facetalk/assets/astronaut.png"))
     lm = face.landmarks
@@ -141,7 +142,7 @@ def test_small_face_found_by_the_full_range_second_chance(monkeypatch: pytest.Mo
     """A face too small for the short-range detector is found via the full-range one."""
     canvas = np.full((1600, 1600, 3), 128, np.uint8)
     canvas[800:1400, 300:900] = cv2.resize(portraits["astronaut"], (600, 600), interpolation=cv2.INTER_AREA)
-    from facetalk import face as face_mod
+    from facetalk.face import analysis as face_mod
 
     calls = []
     real = face_mod._full_range_boxes

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from facetalk.errors import InvalidInput, UnsupportedMedia
-from facetalk.label import POSITIONS, make_label
-from facetalk.provenance import verify_report
+from facetalk.provenance.label import POSITIONS, make_label
+from facetalk.provenance.verify import verify_report
 
 
 def _tiny_video(path: Path, tags: dict[str, str] | None = None) -> Path:

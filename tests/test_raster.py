@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import Delaunay
 
-from facetalk.raster import rasterize
+from facetalk.render.raster import rasterize
 
 
 def reference(dst: np.ndarray, src: np.ndarray, tris: np.ndarray, shape: tuple[int, int]

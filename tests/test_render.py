@@ -8,13 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from facetalk import GenerationOptions, generate, render
-from facetalk.evaluate import decode_frames, track_frames
-from facetalk.face import FaceModel, analyze_face
-from facetalk.framing import plan_framing
-from facetalk.landmarks import face_triangles
-from facetalk.render import i420_planes, make_renderer
-from facetalk.rig import CONTROLS, EYE_L, EYE_R, MOUTH, build_rig
+from facetalk import GenerationOptions, generate
+from facetalk.face.analysis import FaceModel, analyze_face
+from facetalk.face.framing import plan_framing
+from facetalk.face.landmarks import face_triangles
+from facetalk.measure.evaluate import decode_frames, track_frames
+from facetalk.motion.controls import CONTROLS
+from facetalk.render import renderer as render
+from facetalk.render.renderer import i420_planes, make_renderer
+from facetalk.render.rig import EYE_L, EYE_R, MOUTH, build_rig
 
 
 @pytest.fixture(scope="module")
@@ -232,12 +234,15 @@ def test_i420_frames_match_the_rgb_frames_converted(
 _WARM_UP_CHILD = """
 import json, sys
 import numpy as np
-from facetalk import GenerationOptions, layers, raster, render
-from facetalk import rig as rig_module
-from facetalk.face import analyze_face
-from facetalk.framing import plan_framing
-from facetalk.image import load_portrait
-from facetalk.rig import CONTROLS, build_rig
+from facetalk import GenerationOptions
+from facetalk.render import layers, raster
+from facetalk.render import renderer as render
+from facetalk.render import rig as rig_module
+from facetalk.face.analysis import analyze_face
+from facetalk.face.framing import plan_framing
+from facetalk.media.image import load_portrait
+from facetalk.motion.controls import CONTROLS
+from facetalk.render.rig import build_rig
 
 render.warm_up()
 kernels = (raster._raster, rig_module._pose_vertices, layers.composite_opening)

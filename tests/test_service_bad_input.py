@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetalk import tts
+from facetalk.media import tts
 from test_service_support import Server
 
 KEY = "test-key-" + "x" * 24

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from facetalk import GenerationOptions, generate, tts
+from facetalk import GenerationOptions, generate
+from facetalk.media import tts
 from facetalk.service.app import create_app
 from facetalk.service.settings import ServiceSettings
 

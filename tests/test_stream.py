@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetalk import GenerationOptions, tts
-from facetalk.audio import iter_soundtrack, load_audio
-from facetalk.evaluate import decode_audio, evaluate_track, track_video
-from facetalk.features import RAW_FIELDS, FeatureStream, raw_features
+from facetalk import GenerationOptions
+from facetalk.measure.evaluate import decode_audio, evaluate_track, track_video
+from facetalk.media import tts
+from facetalk.media.audio import iter_soundtrack, load_audio
+from facetalk.media.video import Mp4Writer, ai_metadata
+from facetalk.motion.features import RAW_FIELDS, FeatureStream, raw_features
 from facetalk.settings import Limits
 from facetalk.stream import STREAM_RATE, Avatar, Stream
-from facetalk.video import Mp4Writer, ai_metadata
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_live_features_equal_the_file_features(speech16k: np.ndarray) -> None:
 
 def test_file_features_in_parallel_blocks_equal_one_pass(speech16k: np.ndarray,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from facetalk import features
+    from facetalk.motion import features
 
     hop = int(round(features.HOP_S * STREAM_RATE))
     n = 5 * features.BLOCK_HOPS * hop // 2 + 37  # five half-blocks and a ragged end
@@ -115,7 +116,7 @@ def test_idle_stream_keeps_blinking_with_the_mouth_at_rest(avatar: Avatar) -> No
         frames += live.push_silence(0.2)
     assert len(frames) >= 245  # frames keep coming through silence
     # Blinks go on (the eyelids close at times); the mouth never opens.
-    from facetalk.evaluate import track_frames
+    from facetalk.measure.evaluate import track_frames
 
     track = track_frames([f.rgb for f in frames], 25)
     assert np.nanmax(track.gap) < 0.05, np.round(track.gap, 3)

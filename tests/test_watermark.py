@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from facetalk import GenerationOptions
-from facetalk import watermark as wm
-from facetalk.framing import Framing
-from facetalk.overlays import build_overlays
+from facetalk.face.framing import Framing
+from facetalk.provenance import watermark as wm
+from facetalk.provenance.overlays import build_overlays
 
 
 def test_payload_round_trip_and_crc() -> None:

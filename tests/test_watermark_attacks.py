@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facetalk import GenerationOptions, __version__, generate, tts
+from facetalk import GenerationOptions, __version__, generate
 from facetalk.cli import main
-from facetalk.provenance import verify_report
-from facetalk.watermark import WatermarkOverlay
+from facetalk.media import tts
+from facetalk.provenance.verify import verify_report
+from facetalk.provenance.watermark import WatermarkOverlay
 
 pytestmark = pytest.mark.slow
 

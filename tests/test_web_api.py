@@ -23,9 +23,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from facetalk.face import analyze_face
-from facetalk.framing import plan_framing
-from facetalk.image import load_portrait
+from facetalk.face.analysis import analyze_face
+from facetalk.face.framing import plan_framing
+from facetalk.media.image import load_portrait
 from facetalk.options import FRAMINGS, PRESETS, GenerationOptions, field_info
 from facetalk.service.app import create_app
 from facetalk.service.settings import ServiceSettings

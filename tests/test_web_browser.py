@@ -31,9 +31,9 @@ import pytest
 from PIL import Image
 from playwright import sync_api
 
-from facetalk import tts
-from facetalk.face import analyze_face
-from facetalk.image import load_portrait
+from facetalk.face.analysis import analyze_face
+from facetalk.media import tts
+from facetalk.media.image import load_portrait
 from test_service_support import TINY, Server, decode_mp4, submit, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow

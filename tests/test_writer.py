@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facetalk.video import Mp4Writer, ai_metadata
+from facetalk.media.video import Mp4Writer, ai_metadata
 
 RATE = 48000
 FPS = 25

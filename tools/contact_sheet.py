@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetalk import GenerationOptions, generate, tts
-from facetalk.evaluate import decode_frames, track_frames
+from facetalk import GenerationOptions, generate
+from facetalk.measure.evaluate import decode_frames, track_frames
+from facetalk.media import tts
 
 TEXT = ("Please bring me a map of the moon. ... Would you go too? ... "
         "We see the blue boat, maybe by Monday.")

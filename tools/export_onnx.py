@@ -14,7 +14,7 @@ It reads three .tflite files from the installed mediapipe wheel
 ``tools/tflite_to_onnx.py``, appends to the mesh model the landmark refinement
 MediaPipe's graph does after it (lips, eyes and irises overwrite the mesh points they
 refine; an iris's depth is the mean depth of its eye's contour), and writes them to
-``src/facetalk/facemesh/models/`` with the face mesh's triangle list. The export is
+``src/facetalk/face/models/`` with the face mesh's triangle list. The export is
 deterministic: the same wheel and the same versions of ``tflite`` and ``onnx`` give
 the same bytes (the SHA-256 of each file is printed).
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "src" / "facetalk" / "facemesh" / "models"
+OUT = ROOT / "src" / "facetalk" / "face" / "models"
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -280,8 +280,8 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 def compare(name: str, rgb: np.ndarray) -> dict[str, object]:
     """Figures for one portrait: landmark error (px) and box agreement of both detectors."""
-    from facetalk.facemesh import FaceMesh, detect_faces
-    from facetalk.facemesh.detector import FULL, SHORT
+    from facetalk.face.detector import FULL, SHORT, detect_faces
+    from facetalk.face.mesh import FaceMesh
 
     ref = _mp_mesh(rgb)
     ours = FaceMesh(max_faces=5, static=True, device="cpu").process(rgb)

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from facetalk import GenerationOptions, generate, tts
-from facetalk.evaluate import (
+from facetalk import GenerationOptions, generate
+from facetalk.measure.evaluate import (
     EVAL_SENTENCES,
     decode_audio,
     evaluate_track,
     phoneme_report,
     track_video,
 )
+from facetalk.media import tts
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAITS = {

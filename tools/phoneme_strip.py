@@ -13,8 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetalk import GenerationOptions, generate, tts
-from facetalk.evaluate import decode_frames, track_frames
+from facetalk import GenerationOptions, generate
+from facetalk.measure.evaluate import decode_frames, track_frames
+from facetalk.media import tts
 
 
 def main() -> None:

@@ -20,19 +20,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .audio import iter_soundtrack, load_audio
 from .errors import Cancelled, FacetalkError, RenderError
-from .face import FaceModel, analyze_face
-from .features import analyze
-from .framing import plan_framing
-from .image import Source, load_portrait
-from .motion import plan_motion
+from .face.analysis import FaceModel, analyze_face
+from .face.framing import plan_framing
+from .media.audio import iter_soundtrack, load_audio
+from .media.image import Source, load_portrait
+from .media.video import Mp4Writer, ai_metadata, new_render_id
+from .motion.features import analyze
+from .motion.plan import plan_motion
 from .options import GenerationOptions
-from .overlays import build_overlays
-from .render import make_renderer, warm_up
-from .rig import Rig, build_rig
+from .provenance.overlays import build_overlays
+from .render.renderer import make_renderer, warm_up
+from .render.rig import Rig, build_rig
 from .settings import Limits
-from .video import Mp4Writer, ai_metadata, new_render_id
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .face import FaceModel, analyze_face
-from .features import FeatureStream
-from .framing import Framing, plan_framing
-from .image import Source, load_portrait
-from .motion import MotionStream
+from .face.analysis import FaceModel, analyze_face
+from .face.framing import Framing, plan_framing
+from .media.image import Source, load_portrait
+from .media.video import new_render_id
+from .motion.features import FeatureStream
+from .motion.live import MotionStream
 from .options import GenerationOptions
-from .overlays import Overlay, build_overlays
-from .render import Renderer, make_renderer, warm_up
-from .rig import Rig, build_rig
+from .provenance.overlays import Overlay, build_overlays
+from .render.renderer import Renderer, make_renderer, warm_up
+from .render.rig import Rig, build_rig
 from .settings import Limits
-from .video import new_render_id
 
 #: Live audio is 16 kHz mono: what the analysis runs at, and what clients send.
 STREAM_RATE = 16000

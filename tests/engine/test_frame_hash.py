@@ -26,15 +26,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetalk.audio import load_audio
-from facetalk.face import analyze_face
-from facetalk.features import FeatureStream, analyze
-from facetalk.framing import plan_framing
-from facetalk.image import load_portrait
-from facetalk.motion import MotionStream, plan_motion
+from facetalk.face.analysis import analyze_face
+from facetalk.face.framing import plan_framing
+from facetalk.media.audio import load_audio
+from facetalk.media.image import load_portrait
+from facetalk.motion.features import FeatureStream, analyze
+from facetalk.motion.live import MotionStream
+from facetalk.motion.plan import plan_motion
 from facetalk.options import GenerationOptions
-from facetalk.render import make_renderer
-from facetalk.rig import build_rig
+from facetalk.render.renderer import make_renderer
+from facetalk.render.rig import build_rig
 
 HASHES = Path(__file__).resolve().parents[1] / "data" / "frame_hashes.json"
 RECORD_VAR = "FACETALK_RECORD_FRAME_HASHES"

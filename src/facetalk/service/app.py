@@ -28,18 +28,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
+from .._version import __version__
 from ..errors import FacetalkError, InvalidInput
 from .auth import ApiKeyMiddleware
-from .errors import (
-    BadRequest,
-    Expired,
-    InsufficientStorage,
-    JobNotFound,
-    NotReady,
-    QueueFull,
-    http_status,
-)
+from .errors import BadRequest, Expired, InsufficientStorage, JobNotFound, NotReady, QueueFull, http_status
 from .live import live_router
 from .logs import AuditTrail, log
 from .metrics import CONTENT_TYPE, Metrics
@@ -292,7 +284,7 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
         --json`` prints: ``{"watermark": {"found", "payload", "confidence", ...},
         "metadata": {...}}``. Videos facetalk did not make read as not found. The upload
         is deleted when the answer is sent."""
-        from ..provenance import verify_report
+        from ..provenance.verify import verify_report
 
         try:
             form = await receive_form(request.headers.get("content-type"), request.stream(),

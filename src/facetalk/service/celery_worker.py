@@ -38,7 +38,7 @@ import redis
 from celery import signals
 from celery.exceptions import Reject
 
-from .. import __version__
+from .._version import __version__
 from ..errors import Cancelled, FacetalkError
 from ..options import GenerationOptions
 from ..settings import Limits

@@ -177,7 +177,7 @@ def speak_pcm16(text: str) -> bytes:
     """A sentence spoken by espeak-ng, as 16 kHz mono PCM16."""
     from scipy.signal import resample_poly
 
-    from .. import tts
+    from ..media import tts
 
     text = text.strip()
     if not text:

@@ -39,7 +39,7 @@ from .logs import log
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..audio import Audio
+    from ..media.audio import Audio
 
 _log = logging.getLogger("facetalk.validator")
 
@@ -54,7 +54,7 @@ def decode_portrait(path: Path, limits: Limits) -> np.ndarray:
     client's unsupported media (logged, so a decoder bug stays visible)."""
     from PIL import Image
 
-    from ..image import load_portrait
+    from ..media.image import load_portrait
 
     try:
         return load_portrait(str(path), limits)
@@ -72,7 +72,7 @@ def decode_portrait(path: Path, limits: Limits) -> np.ndarray:
 
 def decode_audio(path: Path, limits: Limits) -> Audio:
     """The engine's ``load_audio``, guarded like :func:`decode_portrait`."""
-    from ..audio import load_audio
+    from ..media.audio import load_audio
 
     try:
         return load_audio(str(path), limits)
@@ -149,7 +149,7 @@ def serve_helper(argv: list[str] | None, handle: Callable[[Any], dict[str, Any]]
 def main(argv: list[str] | None = None) -> None:
     """``python -m facetalk.service.validator FD LIMITS_JSON``: started by the server only."""
     serve_helper(argv, lambda req, limits: inspect_inputs(Path(req[0]), Path(req[1]), limits),
-                 ("PIL.Image", "facetalk.audio", "facetalk.image"), "input")
+                 ("PIL.Image", "facetalk.media.audio", "facetalk.media.image"), "input")
 
 
 # -- the pool, in the server ---------------------------------------------------------------

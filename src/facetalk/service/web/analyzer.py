@@ -62,8 +62,8 @@ def analyze_portrait(path: Path, options: GenerationOptions, limits: Limits) -> 
     Coordinates are pixels of the upright picture (EXIF orientation applied), the same
     picture the preview shows, so the page only scales them.
     """
-    from ...face import analyze_face
-    from ...framing import plan_framing
+    from ...face.analysis import analyze_face
+    from ...face.framing import plan_framing
 
     pixels = decode_portrait(path, limits)
     h, w = pixels.shape[:2]
@@ -139,7 +139,8 @@ def _run(kind: str, path: Path, options: dict[str, Any], limits: Limits) -> dict
 def main(argv: list[str] | None = None) -> None:
     """``python -m facetalk.service.web.analyzer FD LIMITS_JSON``: started by the server."""
     serve_helper(argv, lambda req, limits: _run(req[0], Path(req[1]), req[2], limits),
-                 ("facetalk.audio", "facetalk.face", "facetalk.framing", "facetalk.image"),
+                 ("facetalk.media.audio", "facetalk.face.analysis", "facetalk.face.framing",
+                  "facetalk.media.image"),
                  "file")
 
 

@@ -20,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import InvalidInput
 from ...options import PRESETS, field_info
 from ..errors import BadRequest

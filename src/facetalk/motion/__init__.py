@@ -1,0 +1,1 @@
+"""Sound to motion: acoustic features, then mouth, blinks and head pose per frame (offline and live)."""

@@ -1,0 +1,138 @@
+"""The live driver: the offline model's pieces on a sliding window of raw features, with
+running levels; frame *n* is planned once audio reaches n/fps + LOOKAHEAD_S."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..options import GenerationOptions
+from .blinks import BlinkScheduler
+from .features import RawFeatures, derive
+from .filters import LOOKAHEAD_S, ema_alpha
+from .head import HeadStyle, head_and_brows
+from .mouth import f2_span, mouth_curves, strong_f2
+from .plan import frame_controls
+
+
+class _RunningStats:
+    """Levels and F2 span of a live voice, from what has been heard so far."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.db: list[float] = []
+        self.f2: list[float] = []
+
+    def add(self, db: np.ndarray, f2_strong: np.ndarray) -> None:
+        self.db.extend(db.tolist())
+        self.f2.extend(f2_strong.tolist())
+        del self.db[: max(0, len(self.db) - int(8 * self.rate))]  # the last 8 s
+        del self.f2[: max(0, len(self.f2) - 3000)]
+
+    def levels(self) -> tuple[float, float]:
+        if len(self.db) >= int(1.5 * self.rate):
+            from .features import _levels
+
+            return _levels(np.array(self.db))
+        # Too little heard yet: assume speech peaks a little under the loudest so far.
+        peak = max(max(self.db, default=-50.0) - 3.0, -50.0)
+        return peak - 45.0, peak
+
+    def f2_span(self) -> tuple[float, float]:
+        return f2_span(np.asarray(self.f2))
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One frame's motion from the streaming driver."""
+
+    index: int
+    time: float  # seconds on the audio timeline
+    controls: np.ndarray
+    pose: np.ndarray
+
+
+class MotionStream:
+    """The streaming driver: the same motion model, fed live raw features.
+
+    Frame *n* (time n/fps) is planned once audio reaches n/fps + LOOKAHEAD_S:
+    the same curves as offline are computed on a sliding window of the last few
+    seconds with running levels; blinks and head motion continue through silence.
+    """
+
+    HISTORY_S = 3.0
+
+    def __init__(self, options: GenerationOptions, rate: float = 100.0) -> None:
+        rng = np.random.default_rng(options.seed)
+        self.options = options
+        self.rate = rate
+        self.style = HeadStyle.draw(rng)
+        self.blinks = BlinkScheduler(rng, rate) if options.blink else None
+        self.stats = _RunningStats(rate)
+        self.raw: RawFeatures | None = None
+        self.raw_start = 0  # hop index of self.raw's first hop
+        self.final = 0  # hops whose voice activity is settled (>= LOOKAHEAD_S old)
+        # Per settled hop, from hop self.raw_start on (trimmed with the raw history).
+        self.blink_curve: list[float] = []
+        self.activity: list[float] = []
+        self._act = 0.0
+        self.next_frame = 0
+        # Mouth later only: a negative offset would need more look-ahead than we have.
+        self.offset_s = max(0.0, (options.sync_offset_ms or 0.0) / 1000.0)
+
+    @property
+    def lookahead_s(self) -> float:
+        """Audio needed beyond a frame's time before it can be planned."""
+        return LOOKAHEAD_S
+
+    def push(self, raw: RawFeatures) -> list[StreamFrame]:
+        """Add newly completed hops; return the frames that can now be planned."""
+        if raw.n:
+            self.raw = raw if self.raw is None else RawFeatures.join([self.raw, raw])
+        if self.raw is None:
+            return []
+        end_hop = self.raw_start + self.raw.n  # hops known
+        out: list[StreamFrame] = []
+        fps = self.options.fps
+        while (self.next_frame / fps + self.lookahead_s) * self.rate <= end_hop - 1:
+            out.append(self._plan(self.next_frame, end_hop))
+            self.next_frame += 1
+        keep_from = int((self.next_frame / fps - self.HISTORY_S) * self.rate) - self.raw_start
+        if keep_from > 0:
+            self.raw = self.raw.window(keep_from, self.raw.n)
+            del self.blink_curve[:keep_from]
+            del self.activity[:keep_from]
+            self.raw_start += keep_from
+        return out
+
+    def _plan(self, index: int, end_hop: int) -> StreamFrame:
+        assert self.raw is not None
+        fps, rate = self.options.fps, self.rate
+        t = index / fps
+        feat = derive(self.raw, *self.stats.levels())
+        # Settle hops that are now LOOKAHEAD_S behind the newest: their activity is final.
+        settle_to = end_hop - int(round(LOOKAHEAD_S * rate))
+        act_alpha = ema_alpha(0.5, rate)  # the same activity curve as plan_motion's
+        strong = strong_f2(feat)
+        for h in range(self.final, settle_to):
+            k = h - self.raw_start
+            if k < 0:
+                continue
+            speaking = bool(feat.vad[k])
+            self._act += act_alpha * (float(speaking) - self._act)
+            self.activity.append(self._act)
+            self.blink_curve.append(self.blinks.step(speaking) if self.blinks else 0.0)
+            self.stats.add(feat.db[k:k + 1], feat.f2[k:k + 1] if strong[k] else np.zeros(0))
+        self.final = max(self.final, settle_to)
+        mouth = mouth_curves(feat, self.options.dynamic_scale, self.options.smooth_motion,
+                             self.stats.f2_span(), lookahead_s=LOOKAHEAD_S)
+        t0 = self.raw_start / rate
+        act = np.array(self.activity[:feat.n])
+        act = np.concatenate([act, np.full(feat.n - len(act), self._act)])
+        pose, brow = head_and_brows(feat, t0, self.style, self.options.motion_scale, act)
+        blink = np.array(self.blink_curve[:feat.n])
+        blink = np.concatenate([blink, np.zeros(feat.n - len(blink))])
+        controls, frame_pose = frame_controls(mouth, brow, blink, pose, rate,
+                                              np.array([t - t0]), self.offset_s, fps, 0.0)
+        return StreamFrame(index, t, controls[0], frame_pose[0])

@@ -1,0 +1,221 @@
+"""The mouth from acoustic features (opening, rounding, closures), shared by both drivers.
+
+The mouth reads the sound, not words, so it works in any language:
+
+* opening follows loudness, scaled by vowel openness (F1) and reduced for voiceless
+  consonants;
+* lips round for low F2 (o/u) and spread for high F2 (i/e), relative to this speaker;
+* lips close in silence, in stop closures (the short silence before a p/b burst) and in
+  nasal murmurs (m/n);
+* onsets are anticipated (lips move before the sound) and every curve is smoothed
+  with a zero-phase filter, so smoothing never adds lag.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .features import Features
+from .filters import LOOKAHEAD_S, _ema, _runs, _smooth, _window_sum, running_max
+
+#: The offline driver has the whole recording and may look further: only speechiness
+#: uses it (telling a tone from a vowel needs more than 60 ms of it).
+OFFLINE_LOOKAHEAD_S = 0.7
+
+
+#: Lips start to move this long before a sound onset (mouth leads voice).
+ANTICIPATION_S = 0.04
+
+
+#: A nasal murmur whose labial index (see features) is below this is an /m/.
+LABIAL_MAX = -0.4
+
+
+def strong_f2(feat: Features) -> np.ndarray:
+    """Hops whose F2 is trusted for this speaker's range: loud, voiced, with a formant."""
+    return feat.voiced & (feat.f2 > 0) & (feat.loud > 0.4)
+
+
+def f2_span(f2: np.ndarray) -> tuple[float, float]:
+    """An F2 span from trusted F2 values: 10th and 90th percentile (at least 400 Hz wide);
+    a typical adult span until more than 20 values are known."""
+    if len(f2) > 20:
+        lo, hi = np.percentile(f2, [10, 90])
+        return float(lo), float(max(hi, lo + 400.0))
+    return 900.0, 2300.0
+
+
+def f2_range(feat: Features) -> tuple[float, float]:
+    """This speaker's F2 span: 10th and 90th percentile over loud voiced hops."""
+    return f2_span(feat.f2[strong_f2(feat)])
+
+
+def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
+                 f2_span: tuple[float, float] | None = None,
+                 lookahead_s: float = OFFLINE_LOOKAHEAD_S) -> dict[str, np.ndarray]:
+    """Mouth controls at the feature rate (100 per second).
+
+    ``f2_span`` places F2 between rounded and spread; default: measured on ``feat``.
+    ``lookahead_s`` is the future the driver can afford (see OFFLINE_LOOKAHEAD_S).
+    """
+    rate = feat.rate
+    n = feat.n
+    speech = feat.vad.astype(np.float64)
+    loud = feat.loud.copy()
+    # Vowel openness from F1 (about 250 Hz closed to 800 Hz open), only when voiced.
+    f1 = feat.f1
+    voiced = feat.voiced & (f1 > 0)
+    vo = np.clip((f1 - 250.0) / 550.0, 0.0, 1.0)
+    vo = np.where(voiced, vo, 0.0)
+    vo = _smooth(vo, 0.02, rate)
+    openness = np.where(voiced, 0.6 + 0.4 * vo, 0.45)
+    # Voiceless frication (s, f, sh...): energy mostly above 3 kHz, mouth nearly closed.
+    fric = (~feat.voiced) & (feat.high_ratio > 0.5)
+    openness = np.where(fric, 0.3, openness)
+    # Opening level: mostly linear amplitude (the jaw opens most on loud vowel nuclei,
+    # little on unstressed ones), with some log loudness so quiet syllables still show.
+    amp = np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0)
+    level = 0.2 * np.power(loud, 0.8) + 0.8 * np.power(amp, 0.8)
+    voice = speechiness(feat, ahead_s=lookahead_s)
+    # Below 0.1 the sound is not speech (a tune scored at most 0.09, a tone 0, while 99 %
+    # of loud speech hops score above 0.47): it must not move the mouth at all, not even
+    # by the few percent that were left to open the lips on every loud note.
+    voice = voice * np.clip((voice - 0.1) / 0.1, 0.0, 1.0)
+    target = level * openness * speech * voice
+
+    press = bilabial_closures(feat)
+    target *= 1.0 - press
+
+    # Rounding / spreading from F2, placed within this speaker's own F2 range (its 10th
+    # to 90th percentile over loud voiced frames), so voices of any size are treated
+    # alike: the low end is rounded (o, u), the high end spread (i, e).
+    f2 = feat.f2
+    ok = voiced & (f2 > 0)
+    lo, hi = f2_span if f2_span is not None else f2_range(feat)
+    rel = np.where(ok, (f2 - lo) / (hi - lo), 0.5)
+    rnd = np.clip((0.35 - rel) / 0.25, 0.0, 1.0) * ok
+    spr = np.clip((rel - 0.65) / 0.25, 0.0, 1.0) * ok
+    gate = np.clip(loud * 2.0, 0, 1) * speech * voice
+    rnd, spr = rnd * gate, spr * gate
+
+    sig = 0.025 if smooth else 0.01
+    target = _smooth(target, sig, rate)
+    press = _smooth(press, 0.012, rate)
+    rnd = _smooth(rnd, 0.03 if smooth else 0.015, rate)
+    spr = _smooth(spr, 0.03 if smooth else 0.015, rate)
+    # Anticipation: the mouth begins to open before the sound does -- except before a
+    # burst after silence, where the lips are shut for the plosive until its release.
+    lead = int(round(ANTICIPATION_S * rate))
+    if lead > 0:
+        ahead = np.concatenate([target[lead:], np.zeros(lead)])
+        ahead[burst_onsets(feat)] = 0.0
+        target = np.maximum(target, 0.6 * ahead)
+    o = np.clip(target * dynamic_scale, 0.0, 1.3)
+    # Lips part in proportion to the opening: a portrait that shows its teeth reveals
+    # them gradually instead of snapping from closed to its own (open) smile.
+    close = 1.0 - np.clip(o, 0.0, 1.0)
+    out = {
+        "jaw": 0.8 * o,
+        "lip_up": 0.35 * o,
+        "lip_down": 0.45 * o,
+        "close": close,
+        "round": 0.9 * rnd * np.clip(dynamic_scale, 0, 1.5),
+        "spread": 0.7 * spr * np.clip(dynamic_scale, 0, 1.5),
+        "press": press,
+    }
+    for k in out:
+        out[k] = out[k][:n]
+    return out
+
+
+def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHEAD_S
+                ) -> np.ndarray:
+    """0..1 per hop: how much the sound around it behaves like speech.
+
+    Speech alternates voiced and voiceless sounds (about a quarter of its active time
+    is voiceless: fricatives, bursts) several times a second, and its pitch glides.
+    Tones and instrumental music are almost always voiced, change voicing rarely and
+    hold each pitch. Scored over the last ``history_s`` seconds and ``ahead_s`` ahead
+    so a long vowel inside speech still counts as speech; the mouth opening is scaled
+    by it, so a tone or a tune leaves the mouth at rest instead of chattering. With
+    little look-ahead (live), a new sound is trusted until it can be judged.
+    """
+    n = feat.n
+    if n == 0:
+        return np.zeros(0)
+    before = max(1, int(history_s * feat.rate))
+    after = int(round(ahead_s * feat.rate))
+    act = feat.vad.astype(float)
+    voiced = (feat.voiced & feat.vad)
+    unvoiced = (feat.vad & ~feat.voiced).astype(float)
+    trans = np.zeros(n)
+    trans[1:] = (voiced[1:] != voiced[:-1]) & feat.vad[1:] & feat.vad[:-1]
+    f0 = np.maximum(feat.f0, 1.0)
+    pair = np.zeros(n)
+    pair[1:] = voiced[1:] & voiced[:-1]
+    steady = np.zeros(n)
+    steady[1:] = pair[1:] * (np.abs(np.diff(np.log2(f0))) < 0.004)
+    active = _window_sum(act, before, after)
+    u = _window_sum(unvoiced, before, after) / np.maximum(active, 1.0)
+    t = _window_sum(trans, before, after) / ((before + after) / feat.rate)
+    st = _window_sum(steady, before, after) / np.maximum(_window_sum(pair, before, after), 1.0)
+    score = np.clip(0.6 * np.clip(u / 0.1, 0, 1) + 0.4 * np.clip((t - 2.0) / 4.0, 0, 1), 0, 1)
+    # Held pitch with hardly any voiceless sound: an instrument, not a voice.
+    held = np.clip((st - 0.55) / 0.25, 0, 1) * (1.0 - np.clip(u / 0.05, 0, 1))
+    score *= 1.0 - held
+    score[active < 10] = 1.0  # too little sound around to judge: trust the level
+    return _ema(score, 0.12, feat.rate)
+
+
+def bilabial_closures(feat: Features) -> np.ndarray:
+    """0..1 lip-closure strength per hop: stop closures, voice bars, /m/ murmurs.
+
+    * A stop closure is a dip (at least 30 ms) well below the surrounding speech level
+      right after speech. p, b but also t, d, k, g look alike here: their place of
+      articulation is not told apart, so alveolar and velar stops close the lips
+      briefly too (visually a blink of the lips, not a wrong shape).
+    * A voice bar (voiced closure of b, d, g; or humming) is a weak, almost purely
+      low-frequency stretch of voicing, at least 20 ms, clearly below the vowels.
+    * A nasal murmur is voiced, quieter than the neighbouring vowels, with its energy
+      below 500 Hz; only murmurs with the labial cue (see features) close the lips: /m/
+      yes, /n/ and /ng/ no.
+
+    Levels are compared with the loudest sound within LOOKAHEAD_S ahead and 75 or
+    150 ms back, so no decision needs more future audio than that.
+    """
+    rate = feat.rate
+    press = np.zeros(feat.n)
+    ahead = int(round(LOOKAHEAD_S * rate))
+    env = running_max(feat.db, int(0.075 * rate), ahead)
+    env_long = running_max(feat.db, int(0.15 * rate), ahead)
+    after_speech = running_max(feat.vad.astype(np.int8), 8, 0) > 0
+    for s, e in _runs((feat.db < env_long - 14.0) & after_speech):
+        if (e - s) / rate >= 0.03:
+            press[s:e] = 1.0
+    bar = (feat.voiced & (feat.low_ratio > 0.95) & (feat.high_ratio < 0.03)
+           & (feat.db < env_long - 10.0))
+    for s, e in _runs(bar):
+        if (e - s) / rate >= 0.02:
+            press[s:e] = 1.0
+    labial = _smooth(feat.labial, 0.02, rate) < LABIAL_MAX
+    nasal = (feat.voiced & (feat.low_ratio > 0.8) & (feat.high_ratio < 0.05) & labial
+             & ((feat.db < env - 5.0) | (feat.db < env_long - 6.0)))
+    for s, e in _runs(nasal):
+        if (e - s) / rate >= 0.03:
+            press[s:e] = 1.0
+    return press
+
+
+def burst_onsets(feat: Features) -> np.ndarray:
+    """Hops where speech starts with a burst (a plosive released after silence).
+
+    Lips closed for p/b stay closed until the release, so such onsets get no
+    anticipatory opening.
+    """
+    out = np.zeros(feat.n, bool)
+    flux_ref = float(np.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
+    for s, _ in _runs(feat.vad):
+        window = slice(s, min(feat.n, s + 3))
+        if s > 0 and feat.flux[window].max(initial=0.0) > 2.0 * flux_ref:
+            out[max(0, s - 8):s + 1] = True
+    return out

@@ -1,0 +1,1 @@
+"""Marking output as AI-generated: the invisible watermark, the visible label, and reading them back."""
