@@ -51,6 +51,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests tools
+	$(BIN)/lint-imports
 
 # Both environments at once: much of the suite waits on processes, sockets and timers,
 # so on two cores the pair takes about 10 minutes instead of 13 one after the other.
