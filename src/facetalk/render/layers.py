@@ -37,6 +37,32 @@ def _smooth01(v: float) -> float:  # pragma: no cover - compiled
     return t * t * (3.0 - 2.0 * t)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _tongue(t: float, s: float, tongue_on: float) -> float:  # pragma: no cover - compiled
+    """Tongue coverage low in a wide opening (t: 0 top .. 1 bottom, s: -1 .. 1 across)."""
+    ta = 0.0
+    if tongue_on > 0.0:
+        q = 1.0 - (s / 0.7) ** 2
+        ta = _smooth01((t - 0.6) / 0.35) * (q if q > 0.0 else 0.0) * 0.8 * tongue_on
+    return ta
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _teeth(tb: float, s: float, synth_teeth: float) -> tuple[float, float]:  # pragma: no cover
+    """Synthetic upper teeth's coverage and shade at band position ``tb`` (0 = the lip)."""
+    tooth_a = 0.0
+    tooth_shade = 0.0
+    if synth_teeth > 0.0 and tb >= -0.5:
+        # Upper teeth just under the lip: in the lip's shadow at the top, fading
+        # into the dark below and towards the corners; never a flat bright bar.
+        edge = 1.0 - abs(s) ** 2.2
+        edge = edge ** 0.8 if edge > 0.0 else 0.0
+        tooth_a = _smooth01(_clamp01(1.0 - tb) * 2.0) * edge * 0.9
+        lip_shadow = 0.45 + 0.55 * _smooth01(tb * 2.5 + 0.2)
+        tooth_shade = lip_shadow * (0.8 - 0.15 * _clamp01(tb)) * (0.5 + 0.5 * edge)
+    return tooth_a, tooth_shade
+
+
 @njit(cache=True, nogil=True)
 def composite_opening(out: np.ndarray, inner_img: np.ndarray, y_up: np.ndarray,
                       y_lo: np.ndarray, own_up: np.ndarray, own_lo: np.ndarray,
@@ -104,22 +130,10 @@ def composite_opening(out: np.ndarray, inner_img: np.ndarray, y_up: np.ndarray,
             side = 1.0 - 0.4 * s * s
             dy = min(y - yu, yl - y)
             near = np.exp(-(dy if dy > 0.0 else 0.0) / near_w)
-            ta = 0.0
-            if tongue_on > 0.0:
-                q = 1.0 - (s / 0.7) ** 2
-                ta = _smooth01((t - 0.6) / 0.35) * (q if q > 0.0 else 0.0) * 0.8 * tongue_on
+            ta = _tongue(t, s, tongue_on)
             band = min(band_max, 0.45 * open_h)
             tb = (y - yu) / max(band, 1e-3)
-            tooth_a = 0.0
-            tooth_shade = 0.0
-            if synth_teeth > 0.0 and tb >= -0.5:
-                # Upper teeth just under the lip: in the lip's shadow at the top, fading
-                # into the dark below and towards the corners; never a flat bright bar.
-                edge = 1.0 - abs(s) ** 2.2
-                edge = edge ** 0.8 if edge > 0.0 else 0.0
-                tooth_a = _smooth01(_clamp01(1.0 - tb) * 2.0) * edge * 0.9
-                lip_shadow = 0.45 + 0.55 * _smooth01(tb * 2.5 + 0.2)
-                tooth_shade = lip_shadow * (0.8 - 0.15 * _clamp01(tb)) * (0.5 + 0.5 * edge)
+            tooth_a, tooth_shade = _teeth(tb, s, synth_teeth)
             for c in range(3):
                 base = (0.24 if c == 0 else 0.17) * lip[c] * back * side + 0.16 * lip[c] * near
                 tongue_c = (0.46 if c == 0 else 0.3) * lip[c]

@@ -212,18 +212,21 @@ def _harmonic(n: int, edges: np.ndarray, fixed: dict[int, np.ndarray]) -> np.nda
     return out
 
 
-def build_rig(landmarks: np.ndarray) -> Rig:
-    """Mesh, densified contours, anchor rings and control fields for one face."""
-    lm = landmarks.astype(np.float64)
+def _face_frame(lm: np.ndarray) -> FaceFrame:
+    """The face's own axes: x from the right to the left eye, origin between the lips."""
     r_eye = lm[list(L.R_EYE_UP + L.R_EYE_LO), :2].mean(axis=0)
     l_eye = lm[list(L.L_EYE_UP + L.L_EYE_LO), :2].mean(axis=0)
     iod = float(np.linalg.norm(l_eye - r_eye))
     ex = (l_eye - r_eye) / iod
     ey = np.array([-ex[1], ex[0]])
     mouth = (lm[13, :2] + lm[14, :2]) / 2
-    frame = FaceFrame(origin=mouth, ex=ex, ey=ey, iod=iod)
+    return FaceFrame(origin=mouth, ex=ex, ey=ey, iod=iod)
 
-    # --- core vertices: 478 landmarks + anchor rings --------------------------------
+
+def _core_vertices(lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray],
+                                              list[tuple[int, int, int]]]:
+    """The 478 landmarks plus anchor rings around the face oval: positions, depths, the
+    rings' vertex ids and the triangles joining each ring to the one inside it."""
     oval = np.array(L.FACE_OVAL)
     centre = lm[oval, :2].mean(axis=0)
     rings_xy, rings_z = [], []
@@ -235,9 +238,6 @@ def build_rig(landmarks: np.ndarray) -> Rig:
                 for k in range(len(RING_SCALES))]
     core_xy = np.concatenate([lm[:, :2]] + rings_xy)
     core_z = np.concatenate([lm[:, 2]] + rings_z)
-    n_core = len(core_xy)
-
-    face_tris = [tuple(t) for t in L.face_triangles()]
     ring_tris = []
     prev = oval
     for ids in ring_ids:
@@ -245,9 +245,14 @@ def build_rig(landmarks: np.ndarray) -> Rig:
             j = (i + 1) % len(oval)
             ring_tris += [(prev[i], prev[j], ids[j]), (prev[i], ids[j], ids[i])]
         prev = ids
-    graph_edges = _edges(face_tris + ring_tris)
+    return core_xy, core_z, ring_ids, ring_tris
 
-    # --- densified contours ----------------------------------------------------------
+
+def _densify(n_core: int) -> tuple[list[list[int]], list[np.ndarray], dict[str, list[int]],
+                                   dict[tuple[int, int], list[int]]]:
+    """Catmull-Rom points inserted along the lip and lid contours (DENSIFY per segment):
+    their 4 support vertices and weights, each contour's vertex chain, and which new
+    points replace each original contour edge."""
     dense_idx: list[list[int]] = []
     dense_w: list[np.ndarray] = []
     contours: dict[str, list[int]] = {}
@@ -267,8 +272,12 @@ def build_rig(landmarks: np.ndarray) -> Rig:
             replaced[(min(p1, p2), max(p1, p2))] = mids if p1 < p2 else mids[::-1]
             out += mids + [p2]
         contours[name] = out
+    return dense_idx, dense_w, contours, replaced
 
-    # Split every face triangle that touches a densified contour edge into a fan.
+
+def _split_on_contours(face_tris: list[tuple[int, int, int]],
+                       replaced: dict[tuple[int, int], list[int]]) -> list[tuple[int, int, int]]:
+    """Every face triangle that touches a densified contour edge, split into a fan."""
     tris: list[tuple[int, int, int]] = []
     for a, b, c in face_tris:
         for (p, q, r) in ((a, b, c), (b, c, a), (c, a, b)):
@@ -280,20 +289,36 @@ def build_rig(landmarks: np.ndarray) -> Rig:
                 break
         else:
             tris.append((a, b, c))
+    return tris
 
-    def strip(up: list[int], lo: list[int]) -> list[tuple[int, int, int]]:
-        out = []
-        for i in range(len(up) - 1):
-            quad = [up[i], up[i + 1], lo[i + 1], lo[i]]
-            if up[i] != lo[i]:
-                out.append((quad[0], quad[1], quad[3]))
-            if up[i + 1] != lo[i + 1]:
-                out.append((quad[1], quad[2], quad[3]))
-        return out
 
-    interior = ([(t, MOUTH) for t in strip(contours["mu"], contours["ml"])]
-                + [(t, EYE_R) for t in strip(contours["ru"], contours["rl"])]
-                + [(t, EYE_L) for t in strip(contours["lu"], contours["ll"])])
+def _strip(up: list[int], lo: list[int]) -> list[tuple[int, int, int]]:
+    """Triangles filling the opening between an upper and a lower contour."""
+    out = []
+    for i in range(len(up) - 1):
+        quad = [up[i], up[i + 1], lo[i + 1], lo[i]]
+        if up[i] != lo[i]:
+            out.append((quad[0], quad[1], quad[3]))
+        if up[i + 1] != lo[i + 1]:
+            out.append((quad[1], quad[2], quad[3]))
+    return out
+
+
+def build_rig(landmarks: np.ndarray) -> Rig:
+    """Mesh, densified contours, anchor rings and control fields for one face."""
+    lm = landmarks.astype(np.float64)
+    frame = _face_frame(lm)
+    ey, iod = frame.ey, frame.iod
+    core_xy, core_z, ring_ids, ring_tris = _core_vertices(lm)
+    n_core = len(core_xy)
+    face_tris = [tuple(t) for t in L.face_triangles()]
+    graph_edges = _edges(face_tris + ring_tris)
+    dense_idx, dense_w, contours, replaced = _densify(n_core)
+    tris = _split_on_contours(face_tris, replaced)
+
+    interior = ([(t, MOUTH) for t in _strip(contours["mu"], contours["ml"])]
+                + [(t, EYE_R) for t in _strip(contours["ru"], contours["rl"])]
+                + [(t, EYE_L) for t in _strip(contours["lu"], contours["ll"])])
     skin = tris + ring_tris
     all_tris = np.array([t for t, _ in interior] + skin, dtype=np.int32)
     kinds = np.array([k for _, k in interior] + [SKIN] * len(skin), dtype=np.uint8)
@@ -337,12 +362,101 @@ def _smoothstep(a: float, b: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
+#: The mouth corners (inner and outer), right then left.
+_CORNERS = (78, 308, 61, 291)
+_UP_IN, _LO_IN = L.MOUTH_INNER_UP[1:-1], L.MOUTH_INNER_LO[1:-1]
+_UP_OUT, _LO_OUT = L.MOUTH_OUTER_UP[1:-1], L.MOUTH_OUTER_LO[1:-1]
+
+
+def _jaw_fixed(uv: np.ndarray, half_w: float, ring_ids: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """Jaw: rotation about the jaw joints, roughly a drop growing with distance below
+    the joint line; the upper lip, nose and everything above stay."""
+    v = uv[:, 1]
+    pivot_v = -0.5
+    chin_v = v[L.CHIN]
+    jaw_fixed: dict[int, np.ndarray] = {}
+    for i in set(L.FACE_OVAL):
+        w = float(np.clip((v[i] - pivot_v) / (chin_v - pivot_v), 0, 1) ** 1.3)
+        jaw_fixed[i] = np.array([0.0, w * JAW_DROP])
+    for k, ids in enumerate(ring_ids):
+        fade = (0.6, 0.25, 0.05, 0.0)[k]
+        for j, i in enumerate(ids):
+            jaw_fixed[int(i)] = jaw_fixed[L.FACE_OVAL[j]] * fade
+    # The opening is a lens: the lower lip drops most at the centre, the corners about a
+    # third as much, and the upper lip follows the corners right next to them, so the
+    # opening tapers to the corners instead of ending in a box.
+    corner_drop = 0.35
+    for i in _UP_IN + _UP_OUT:
+        side = min(1.0, abs(uv[i, 0]) / half_w)
+        jaw_fixed[i] = np.array([0.0, corner_drop * side**4 * JAW_DROP])
+    for i in _LO_IN + _LO_OUT:
+        side = min(1.0, abs(uv[i, 0]) / half_w)
+        jaw_fixed[i] = np.array([0.0, (corner_drop + 0.5 * (1.0 - side * side)) * JAW_DROP])
+    for i in _CORNERS:
+        inward = -0.12 * np.sign(uv[i, 0])
+        jaw_fixed[i] = np.array([inward * JAW_DROP, corner_drop * JAW_DROP])
+    return jaw_fixed
+
+
+def _close_fixed(uv: np.ndarray) -> dict[int, np.ndarray]:
+    """Close: bring the portrait's inner lips together (a smile showing teeth closes)."""
+    close: dict[int, np.ndarray] = {}
+    for k, (u_i, l_i) in enumerate(zip(_UP_IN, _LO_IN, strict=True)):
+        gap = (uv[l_i] - uv[u_i]) * np.array([0.0, 1.0])
+        gap[1] = max(gap[1], 0.0)
+        close[u_i] = CLOSE_UPPER_SHARE * gap
+        close[l_i] = -(1 - CLOSE_UPPER_SHARE) * gap
+        close[_UP_OUT[k]] = 0.35 * close[u_i]
+        close[_LO_OUT[k]] = 0.35 * close[l_i]
+    for i in _CORNERS:
+        close[i] = np.zeros(2)
+    return close
+
+
+def _round_at(uv: np.ndarray, half_w: float, i: int) -> np.ndarray:
+    side = uv[i, 0] / half_w
+    bulge = 0.025 * (1 - min(1.0, side * side))
+    dv = -bulge if i in L.MOUTH_OUTER_UP or i in L.MOUTH_INNER_UP[1:-1] else bulge
+    if i in _CORNERS:
+        dv = 0.0
+    return np.array([-ROUND_IN * side, dv * (0.8 if i in _UP_IN + _LO_IN else 1.0)])
+
+
+def _spread_at(uv: np.ndarray, half_w: float, i: int) -> np.ndarray:
+    side = uv[i, 0] / half_w
+    thin = 0.012 * (1 - min(1.0, side * side))
+    dv = thin if i in _UP_OUT else (-thin if i in _LO_OUT else 0.0)
+    return np.array([SPREAD_OUT * side, dv - 0.02 * side * side])
+
+
+def _press_at(uv: np.ndarray, half_w: float, i: int) -> np.ndarray:
+    side = uv[i, 0] / half_w
+    amt = PRESS * (1 - min(1.0, side * side))
+    dv = amt if i in _UP_OUT else (-amt if i in _LO_OUT else 0.0)
+    return np.array([-0.01 * side, dv])
+
+
+def _blink_fixed(uv: np.ndarray, upc: list[int], loc: list[int], crease: list[int],
+                 upper: list[int]) -> dict[int, np.ndarray]:
+    """One eye's lids meeting at BLINK_MEET of the way from the lower to the upper lid."""
+    fixed = {}
+    for k, (u_i, l_i) in enumerate(zip(upc[1:-1], loc[1:-1], strict=True)):
+        meet = uv[l_i] + BLINK_MEET * (uv[u_i] - uv[l_i])
+        fixed[u_i] = meet - uv[u_i]
+        fixed[l_i] = meet - uv[l_i]
+        # The lash band slides down with the lid margin instead of stretching; the
+        # skin above it (towards the brow) takes up the stretch.
+        fixed[crease[k]] = 0.85 * fixed[u_i]
+        fixed[upper[k]] = 0.3 * fixed[u_i]
+    fixed[upc[0]] = np.zeros(2)
+    fixed[upc[-1]] = np.zeros(2)
+    return fixed
+
+
 def _control_fields(lm: np.ndarray, uv: np.ndarray, frame: FaceFrame, n: int,
                     edges: np.ndarray, ring_ids: list[np.ndarray]) -> np.ndarray:
     """(K, n, 2) image-pixel displacement of every core vertex at each control = 1."""
-    up_in, lo_in = L.MOUTH_INNER_UP[1:-1], L.MOUTH_INNER_LO[1:-1]
-    up_out, lo_out = L.MOUTH_OUTER_UP[1:-1], L.MOUTH_OUTER_LO[1:-1]
-    corners = (78, 308, 61, 291)
+    up_in, lo_in, up_out, lo_out, corners = _UP_IN, _LO_IN, _UP_OUT, _LO_OUT, _CORNERS
     lips = set(L.MOUTH_INNER_UP + L.MOUTH_INNER_LO + L.MOUTH_OUTER_UP + L.MOUTH_OUTER_LO)
     eyes = set(L.R_EYE_UP + L.R_EYE_LO + L.L_EYE_UP + L.L_EYE_LO)
     brows = set(L.R_BROW + L.L_BROW)
@@ -361,31 +475,7 @@ def _control_fields(lm: np.ndarray, uv: np.ndarray, frame: FaceFrame, n: int,
     mouth_zero = eyes | brows | nose | oval
     fields: dict[str, np.ndarray] = {}
 
-    # Jaw: rotation about the jaw joints, roughly a drop growing with distance below
-    # the joint line; the upper lip, nose and everything above stay.
-    pivot_v = -0.5
-    chin_v = v[L.CHIN]
-    jaw_fixed: dict[int, np.ndarray] = {}
-    for i in oval:
-        w = float(np.clip((v[i] - pivot_v) / (chin_v - pivot_v), 0, 1) ** 1.3)
-        jaw_fixed[i] = np.array([0.0, w * JAW_DROP])
-    for k, ids in enumerate(ring_ids):
-        fade = (0.6, 0.25, 0.05, 0.0)[k]
-        for j, i in enumerate(ids):
-            jaw_fixed[int(i)] = jaw_fixed[L.FACE_OVAL[j]] * fade
-    # The opening is a lens: the lower lip drops most at the centre, the corners about a
-    # third as much, and the upper lip follows the corners right next to them, so the
-    # opening tapers to the corners instead of ending in a box.
-    corner_drop = 0.35
-    for i in up_in + up_out:
-        side = min(1.0, abs(uv[i, 0]) / half_w)
-        jaw_fixed[i] = np.array([0.0, corner_drop * side**4 * JAW_DROP])
-    for i in lo_in + lo_out:
-        side = min(1.0, abs(uv[i, 0]) / half_w)
-        jaw_fixed[i] = np.array([0.0, (corner_drop + 0.5 * (1.0 - side * side)) * JAW_DROP])
-    for i in corners:
-        inward = -0.12 * np.sign(uv[i, 0])
-        jaw_fixed[i] = np.array([inward * JAW_DROP, corner_drop * JAW_DROP])
+    jaw_fixed = _jaw_fixed(uv, half_w, ring_ids)
     above = {i for i in range(n) if v[i] < -0.62 and i not in jaw_fixed}
     fields["jaw"] = field(jaw_fixed, above | eyes | brows | nose)
 
@@ -401,46 +491,15 @@ def _control_fields(lm: np.ndarray, uv: np.ndarray, frame: FaceFrame, n: int,
          **{i: np.array([0.0, 0.2 * LIP_DOWN]) for i in corners}},
         mouth_zero | set(up_in) | set(up_out))
 
-    # Close: bring the portrait's inner lips together (a smile showing teeth closes).
-    close: dict[int, np.ndarray] = {}
-    for k, (u_i, l_i) in enumerate(zip(up_in, lo_in, strict=True)):
-        gap = (uv[l_i] - uv[u_i]) * np.array([0.0, 1.0])
-        gap[1] = max(gap[1], 0.0)
-        close[u_i] = CLOSE_UPPER_SHARE * gap
-        close[l_i] = -(1 - CLOSE_UPPER_SHARE) * gap
-        close[up_out[k]] = 0.35 * close[u_i]
-        close[lo_out[k]] = 0.35 * close[l_i]
-    for i in corners:
-        close[i] = zero2
-    fields["close"] = field(close, mouth_zero)
+    fields["close"] = field(_close_fixed(uv), mouth_zero)
 
     def lip_field(fn: object) -> np.ndarray:
         fixed = {i: fn(i) for i in lips}  # type: ignore[operator]
         return field(fixed, mouth_zero)
 
-    def rnd(i: int) -> np.ndarray:
-        side = uv[i, 0] / half_w
-        bulge = 0.025 * (1 - min(1.0, side * side))
-        dv = -bulge if i in L.MOUTH_OUTER_UP or i in L.MOUTH_INNER_UP[1:-1] else bulge
-        if i in corners:
-            dv = 0.0
-        return np.array([-ROUND_IN * side, dv * (0.8 if i in up_in + lo_in else 1.0)])
-
-    def spread(i: int) -> np.ndarray:
-        side = uv[i, 0] / half_w
-        thin = 0.012 * (1 - min(1.0, side * side))
-        dv = thin if i in up_out else (-thin if i in lo_out else 0.0)
-        return np.array([SPREAD_OUT * side, dv - 0.02 * side * side])
-
-    def press(i: int) -> np.ndarray:
-        side = uv[i, 0] / half_w
-        amt = PRESS * (1 - min(1.0, side * side))
-        dv = amt if i in up_out else (-amt if i in lo_out else 0.0)
-        return np.array([-0.01 * side, dv])
-
-    fields["round"] = lip_field(rnd)
-    fields["spread"] = lip_field(spread)
-    fields["press"] = lip_field(press)
+    fields["round"] = lip_field(lambda i: _round_at(uv, half_w, i))
+    fields["spread"] = lip_field(lambda i: _spread_at(uv, half_w, i))
+    fields["press"] = lip_field(lambda i: _press_at(uv, half_w, i))
 
     brow_fixed = {i: np.array([0.0, -BROW_UP]) for i in brows}
     for i in (10, 338, 109, 297, 67, 332, 103):
@@ -452,17 +511,7 @@ def _control_fields(lm: np.ndarray, uv: np.ndarray, frame: FaceFrame, n: int,
              L.L_EYE_UP + L.L_EYE_LO),
             ("blink_l", L.L_EYE_UP, L.L_EYE_LO, L.L_LID_CREASE, L.L_LID_UPPER,
              L.R_EYE_UP + L.R_EYE_LO)):
-        fixed = {}
-        for k, (u_i, l_i) in enumerate(zip(upc[1:-1], loc[1:-1], strict=True)):
-            meet = uv[l_i] + BLINK_MEET * (uv[u_i] - uv[l_i])
-            fixed[u_i] = meet - uv[u_i]
-            fixed[l_i] = meet - uv[l_i]
-            # The lash band slides down with the lid margin instead of stretching; the
-            # skin above it (towards the brow) takes up the stretch.
-            fixed[crease[k]] = 0.85 * fixed[u_i]
-            fixed[upper[k]] = 0.3 * fixed[u_i]
-        fixed[upc[0]] = zero2
-        fixed[upc[-1]] = zero2
+        fixed = _blink_fixed(uv, upc, loc, crease, upper)
         fields[name] = field(fixed, brows | set(other) | lips | nose | oval)
 
     return np.stack([fields[name] for name in CONTROLS]).astype(np.float64)

@@ -1,0 +1,1 @@
+"""Shared test helpers (never imported from ``test_*`` modules' own definitions)."""
