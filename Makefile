@@ -1,33 +1,53 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   - create .venv, install facetalk, render out/demo.mp4
-#   make test   - the same, plus espeak-ng (apt, for test speech) and the full test suite,
-#                 run twice: in .venv (with the mediapipe reference, numpy 1.x) and in
-#                 .venv-np2 (numpy >= 2, no mediapipe: what users install)
+#   make demo   - create .venv (what users install) and render out/demo.mp4
+#   make test   - lint and the full test suite, in the two test environments below
+#
+# Three environments, each for one purpose:
+#   .venv       what users get: `pip install '.[server,queue]'` (not editable), numpy >= 2, the
+#               current OpenCV, no mediapipe, no dev tools. Reinstalled when src/ changes.
+#   .venv-test  editable, with the dev tools, numpy >= 2, no mediapipe: lint and the whole suite.
+#   .venv-ref   editable, with the mediapipe reference (mediapipe 0.10.21 pins numpy < 2, hence
+#               OpenCV 4): the ONNX-vs-mediapipe checks and the engine tests, so OpenCV 4's
+#               RGB render path (see render/renderer.py's PLANAR) stays covered.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# Second environment: the package as users get it (numpy >= 2, current OpenCV, no mediapipe).
-VENV2 := .venv-np2
-STAMP2 := $(VENV2)/.installed-stamp
+TEST_VENV := .venv-test
+TEST_STAMP := $(TEST_VENV)/.installed-stamp
+REF_VENV := .venv-ref
+REF_STAMP := $(REF_VENV)/.installed-stamp
+# The user environment is a copy of the package, not a link to src/: reinstall on any change.
+SRC_FILES := $(shell find src/facetalk -type f -not -path '*/__pycache__/*')
+# pytest's own flags for every run: the 15 slowest tests end each report.
+PYTEST := -m pytest -q -p no:cacheprovider --durations=15
 
-.PHONY: demo test test-np2 lint sysdeps install clean models arm64 docker-lint
+.PHONY: demo test test-fast test-ref lint sysdeps install clean models arm64 docker-lint
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(SRC_FILES)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,server,queue,reference]'
+	$(BIN)/python -m pip install -q '.[server,queue]' 'numpy>=2'
+	@for m in mediapipe pytest ruff; do \
+	  if $(BIN)/python -c "import $$m" 2>/dev/null; then echo "$(VENV) must not contain $$m"; exit 1; fi; \
+	done
 	@touch $(STAMP)
 
-$(STAMP2): pyproject.toml
-	@test -x $(VENV2)/bin/python || $(PY) -m venv $(VENV2)
-	$(VENV2)/bin/python -m pip install -q --upgrade pip
-	$(VENV2)/bin/python -m pip install -q -e '.[dev,server,queue]' 'numpy>=2'
-	@if $(VENV2)/bin/python -c 'import mediapipe' 2>/dev/null; then \
-	  echo "$(VENV2) must not contain mediapipe"; exit 1; fi
-	@touch $(STAMP2)
+$(TEST_STAMP): pyproject.toml
+	@test -x $(TEST_VENV)/bin/python || $(PY) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TEST_VENV)/bin/python -m pip install -q -e '.[dev,server,queue]' 'numpy>=2'
+	@if $(TEST_VENV)/bin/python -c 'import mediapipe' 2>/dev/null; then \
+	  echo "$(TEST_VENV) must not contain mediapipe"; exit 1; fi
+	@touch $(TEST_STAMP)
+
+$(REF_STAMP): pyproject.toml
+	@test -x $(REF_VENV)/bin/python || $(PY) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install -q --upgrade pip
+	$(REF_VENV)/bin/python -m pip install -q -e '.[dev,server,queue,reference]'
+	@touch $(REF_STAMP)
 
 # System packages the tests need: espeak-ng (English test speech, the demo's sentence),
 # Chromium + ChromeDriver (browser tests of the web page), redis-server (the Celery
@@ -49,40 +69,45 @@ sysdeps:
 demo: $(STAMP)
 	$(BIN)/facetalk demo -o out/demo.mp4
 
-lint: $(STAMP)
-	$(BIN)/ruff check src tests tools
-	$(BIN)/lint-imports
+lint: $(TEST_STAMP)
+	$(TEST_VENV)/bin/ruff check src tests tools
+	$(TEST_VENV)/bin/lint-imports
 
-# Both environments at once: much of the suite waits on processes, sockets and timers,
-# so on two cores the pair takes about 10 minutes instead of 13 one after the other.
-# The numpy-2 run's output follows the main run's. Then the tests marked `realtime`
-# (live latency and frame rates), one environment at a time: beside the other suite
-# they would measure the box's contention, not facetalk. Any run failing fails the target.
-test: $(STAMP) $(STAMP2) sysdeps lint
+# The fast tier: tests/unit (pure functions on tiny inputs: no renders, servers or
+# subprocesses). Under half a minute.
+test-fast: $(TEST_STAMP)
+	NUMBA_CACHE_DIR=$(CURDIR)/$(TEST_VENV)/numba-cache $(TEST_VENV)/bin/python $(PYTEST) tests/unit
+
+# The whole suite in .venv-test and, beside it, the reference environment's share (the
+# mediapipe checks are among the engine tests): much of the suite waits on processes,
+# sockets and timers, so the two overlap well on two cores. The reference run's output
+# follows the main run's. Then the tests marked `realtime` (live latency and frame rates),
+# alone: beside the other suite they would measure the box's contention, not facetalk.
+# Each environment keeps its own numba cache (kernels compiled against another numpy must
+# not be shared) and pytest temp folder. Any run failing fails the target.
+test: $(TEST_STAMP) $(REF_STAMP) sysdeps lint
 	@mkdir -p build
-	@$(MAKE) --no-print-directory test-np2 PYTEST_ARGS='-m "not realtime"' \
-	  > build/test-np2.log 2>&1 & np2=$$!; \
-	$(BIN)/python -m pytest -q -m "not realtime"; main=$$?; \
-	wait $$np2; second=$$?; \
-	echo "---- the same suite with numpy >= 2, without mediapipe ($(VENV2)) ----"; \
-	cat build/test-np2.log; \
-	echo "---- real-time tests, alone: $(VENV), then $(VENV2) ----"; \
-	$(BIN)/python -m pytest -q -m realtime; rt1=$$?; \
-	$(MAKE) --no-print-directory test-np2 PYTEST_ARGS='-m realtime'; rt2=$$?; \
-	test $$main -eq 0 && test $$second -eq 0 && test $$rt1 -eq 0 && test $$rt2 -eq 0
+	@$(MAKE) --no-print-directory test-ref > build/test-ref.log 2>&1 & ref=$$!; \
+	NUMBA_CACHE_DIR=$(CURDIR)/$(TEST_VENV)/numba-cache $(TEST_VENV)/bin/python $(PYTEST) \
+	  --basetemp=$(CURDIR)/build/pytest-test -m "not realtime"; main=$$?; \
+	wait $$ref; second=$$?; \
+	echo "---- the reference environment: numpy 1.x, OpenCV 4, mediapipe ($(REF_VENV)) ----"; \
+	cat build/test-ref.log; \
+	echo "---- real-time tests, alone ($(TEST_VENV)) ----"; \
+	NUMBA_CACHE_DIR=$(CURDIR)/$(TEST_VENV)/numba-cache $(TEST_VENV)/bin/python $(PYTEST) \
+	  --basetemp=$(CURDIR)/build/pytest-test -m realtime; rt=$$?; \
+	test $$main -eq 0 && test $$second -eq 0 && test $$rt -eq 0
 
-# The suite with numpy >= 2 and without mediapipe (its own numba cache: kernels compiled
-# against another numpy must not be shared; its own pytest temp folder). PYTEST_ARGS
-# selects tests (`make test` passes markers); empty runs all of them.
-PYTEST_ARGS ?=
-test-np2: $(STAMP2)
-	@$(VENV2)/bin/python -c 'import numpy, cv2; print("numpy", numpy.__version__, "opencv", cv2.__version__)'
-	NUMBA_CACHE_DIR=$(CURDIR)/$(VENV2)/numba-cache $(VENV2)/bin/python -m pytest -q \
-	  -p no:cacheprovider --basetemp=$(CURDIR)/build/pytest-np2 $(PYTEST_ARGS)
+# The reference environment's share: the engine tests (renders, face analysis with the
+# ONNX-vs-mediapipe checks, writer, eval) on numpy 1.x and OpenCV 4.
+test-ref: $(REF_STAMP)
+	@$(REF_VENV)/bin/python -c 'import numpy, cv2; print("numpy", numpy.__version__, "opencv", cv2.__version__)'
+	NUMBA_CACHE_DIR=$(CURDIR)/$(REF_VENV)/numba-cache $(REF_VENV)/bin/python $(PYTEST) \
+	  --basetemp=$(CURDIR)/build/pytest-ref -m "not realtime" tests/engine
 
 # Re-export the ONNX face models from the mediapipe wheel and check them against it.
-models: $(STAMP)
-	$(BIN)/python tools/export_onnx.py
+models: $(REF_STAMP)
+	$(REF_VENV)/bin/python tools/export_onnx.py
 
 # ARM64 proof under QEMU user emulation (root, debootstrap; tens of minutes).
 arm64:
@@ -94,4 +119,4 @@ docker-lint:
 	build/hadolint/bin/hadolint Dockerfile
 
 clean:
-	rm -rf $(VENV) $(VENV2) out .pytest_cache build/arm64 build/hadolint
+	rm -rf $(VENV) $(TEST_VENV) $(REF_VENV) out .pytest_cache build/arm64 build/hadolint

@@ -31,8 +31,8 @@ from PIL import Image
 from facetalk.options import GenerationOptions, field_info
 from facetalk.service.app import create_app
 from facetalk.service.settings import ServiceSettings
-from test_queue_support import celery_client
-from test_service_support import TINY, alive, decode_mp4, submit, wait_for, wait_gone
+from helpers.queue import celery_client
+from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone
 
 #: Long enough to still be rendering when the test acts (60 s of 512 px video).
 LONG = {"duration": "60", "min_resolution": "512", "inference_steps": "25"}

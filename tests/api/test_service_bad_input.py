@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from facetalk.media import tts
-from test_service_support import Server
+from helpers.service import Server
 
 KEY = "test-key-" + "x" * 24
 LIMIT_BYTES = 2_000_000

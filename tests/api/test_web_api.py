@@ -32,7 +32,7 @@ from facetalk.service.settings import ServiceSettings
 from facetalk.service.web import PAGE_FILES, static_dir
 from facetalk.service.web.analyzer import peaks
 from facetalk.settings import Limits
-from test_service_support import TINY, alive, decode_mp4, submit, wait_for, wait_gone
+from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone
 
 KEY = "web-test-key-0123456789"
 

@@ -14,7 +14,7 @@ from facetalk.cli import main
 from facetalk.devices import DeviceUnavailable, resolve
 from facetalk.errors import InvalidInput
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCELERATORS = ("cuda", "tensorrt", "openvino", "cann")
 
 

@@ -7,7 +7,6 @@ glasses); synthetic vowels for rounding; a tone and a tune for non-speech.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,11 @@ from facetalk.measure.evaluate import (
     track_video,
 )
 from facetalk.media import tts
-
-sys.path.insert(0, str(Path(__file__).parent))
-import signals
+from helpers import signals
 
 pytestmark = pytest.mark.slow
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

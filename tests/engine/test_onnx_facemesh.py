@@ -31,7 +31,7 @@ from facetalk.face.detector import FULL, MODELS, SHORT, detect_faces
 from facetalk.face.mesh import FaceMesh
 from facetalk.media.image import load_portrait
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
 import export_onnx  # noqa: E402  (a tool, not a package: its folder is put on the path above)
 

@@ -1,1 +1,2 @@
-"""Shared test helpers (never imported from ``test_*`` modules' own definitions)."""
+"""Shared test helpers: service and queue processes, live-mode clients, browsers, synthetic
+signals. Test modules import from here, never from each other."""

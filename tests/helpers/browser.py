@@ -17,16 +17,10 @@ import httpx
 from helpers.service import Server, wait_gone
 
 CHROMIUM = "/usr/bin/chromium"
-
-
 #: This machine's closed network refuses Chromium's background connections: turn them off.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 DESKTOP = {"width": 1100, "height": 900}
-
-
 PHONE = {"width": 390, "height": 844}
 
 

@@ -25,20 +25,10 @@ from facetalk.service.app import create_app
 from facetalk.service.settings import ServiceSettings
 
 KEY = "live-test-key-0123456789"
-
-
 RATE = 16000
-
-
 CHUNK = 640  # 40 ms of 16 kHz audio per message
-
-
 SIZE = 320  # frame size asked for (short side): small to keep the test quick
-
-
 FRAME = struct.Struct("<cIQ")
-
-
 AUDIO = struct.Struct("<cQ")
 
 

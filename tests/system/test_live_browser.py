@@ -25,8 +25,8 @@ from playwright import sync_api
 from facetalk.face import landmarks as L
 from facetalk.face.analysis import analyze_face
 from facetalk.media import tts
-from test_service_support import Server
-from test_web_browser import CHROMIUM, ReadmeServer, browser, running
+from helpers.browser import CHROMIUM, ReadmeServer, browser, choose, running
+from helpers.service import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.realtime]
 
@@ -80,13 +80,6 @@ def voice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("live-media") / "voice.wav"
     tts.write_wav(str(path), samples, s.rate)
     return path
-
-
-def choose(page: Any, selector: str, path: Path) -> None:
-    """Pick a file by clicking the input, as a person would (a user gesture for audio)."""
-    with page.expect_file_chooser() as chooser:
-        page.click(selector)
-    chooser.value.set_files(str(path))
 
 
 def open_live(page: Any, base: str, portrait: Path, prompts: list[str]) -> None:
@@ -146,14 +139,18 @@ def test_microphone_drives_the_live_portrait(pw: Any, server: Server, tmp_path: 
         drawn, idle = changes(page, 1.5)
         assert drawn >= 5  # idle frames are drawn before any audio
         page.get_by_role("button", name="Microphone").click()
+        clicked = time.monotonic()
         page.wait_for_selector("#status:has-text('Listening')")
         shown = wait_figures(page)
+        # At most 25 frames a second were planned since the click: the server may drop
+        # some to stay live, but a stream that sheds more than half of them is not live.
+        planned = 25 * (time.monotonic() - clicked)
         drawn, talking = changes(page, 3.0)  # the fake microphone's loop: 2 s speech, 1 s silence
         print(f"mic: mouth change per frame idle {idle:.2f}, talking {talking:.2f}")
         assert drawn >= 15, "the canvas should show the talking frames"  # 5 frames/s, shared CPU
         assert talking > 2 * idle, (talking, idle)
         assert 0 < int(shown["lat"].split()[0]) < 5000 and 0 < int(shown["fps"]) <= 60
-        assert int(shown["drop"]) >= 0
+        assert int(shown["drop"]) <= 0.5 * planned, (shown, planned)
         page.get_by_role("button", name="Stop").click()
         page.wait_for_selector("#status:has-text('Stopped')")
         assert "error" not in (page.locator("#status").get_attribute("class") or "")

@@ -38,7 +38,8 @@ from facetalk.media import tts
 from facetalk.media.audio import iter_soundtrack, load_audio
 from facetalk.media.video import Mp4Writer, ai_metadata
 from facetalk.settings import Limits
-from test_live_api import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, decode, session
+from helpers.browser import CHROMIUM, browser, choose
+from helpers.live import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, decode, session
 
 #: About five seconds of English with a clear pause between the two phrases.
 TEXT = "Please bring me a map of the moon. ... Maybe by Monday, if you can."
@@ -405,7 +406,6 @@ LOG_SOCKETS = """(() => {
 def pw() -> Iterator[Any]:
     from playwright import sync_api
 
-    from test_web_browser import CHROMIUM
 
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make test installs it)")
@@ -416,8 +416,6 @@ def pw() -> Iterator[Any]:
 @pytest.mark.slow
 def test_a_second_portrait_keeps_the_controls_of_its_stream(
         pw: Any, live: LiveServer, astronaut_path: Path, tmp_path: Path) -> None:
-    from test_live_browser import choose
-    from test_web_browser import browser
 
     with browser(pw, tmp_path) as page:
         page.add_init_script(LOG_SOCKETS)

@@ -22,8 +22,8 @@ import redis
 
 from facetalk.service.redis_state import EVENTS
 from facetalk.service.storage import Storage
-from test_queue_support import RedisServer, WorkerProcess
-from test_service_support import Server, decode_mp4, submit, wait_for, wait_gone
+from helpers.queue import RedisServer, WorkerProcess
+from helpers.service import Server, decode_mp4, submit, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,9 @@
 The same 8 small jobs (100 frames of 256 px each) go through a real API, Redis and
 workers; the measured jobs/minute are printed (``pytest -s``). On a 2-core box both
 workers share the same two cores, so the second one adds what the first leaves idle
-(decoding, face analysis and encoding are partly serial), not a second machine's worth.
+(decoding, face analysis and encoding are partly serial), not a second machine's worth:
+the test asserts only that a second worker never makes the queue slower (a lock or a
+serialized step between workers would), with a 10 % allowance for the box's drift.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from facetalk.service.storage import Storage
-from test_queue_support import RedisServer, WorkerProcess
-from test_service_support import Server, submit, wait_for
+from helpers.queue import RedisServer, WorkerProcess
+from helpers.service import Server, submit, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +59,7 @@ def test_jobs_per_minute_with_one_and_two_workers(tmp_path: Path, astronaut_path
     two, by_two = _jobs_per_minute(tmp_path, 2, portrait, audio)
     assert list(by_one.values()) == [JOBS]
     assert len(by_two) == 2 and min(by_two.values()) >= 2  # both workers took a share
+    assert two >= 0.9 * one, f"a second worker made the queue slower: {one:.1f} -> {two:.1f} jobs/min"
     print(f"\ncelery throughput ({JOBS} jobs of 100 frames at 256 px, this machine: "
           f"{__import__('os').cpu_count()} cores): 1 worker {one:.1f} jobs/min, "
           f"2 workers {two:.1f} jobs/min ({two / one:.2f}x; split {dict(by_two)})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_service_support import Server, rss_bytes
+from helpers.service import Server, rss_bytes
 
 pytestmark = pytest.mark.slow
 

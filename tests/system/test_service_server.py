@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_service_support import TINY, Server, decode_mp4, submit, wait_for, wait_gone
+from helpers.service import TINY, Server, decode_mp4, submit, wait_for, wait_gone
 
 pytestmark = pytest.mark.slow
 

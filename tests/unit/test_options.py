@@ -79,7 +79,7 @@ def test_flags_map_to_options() -> None:
 def test_readme_documents_every_parameter() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     table = readme.split("## Parameters", 1)[1].split("\n## ", 1)[0]
     for f in field_info():
         assert f"| `{f['name']}` |" in table, f["name"]

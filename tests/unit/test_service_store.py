@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -15,7 +11,6 @@ import pytest
 from facetalk.errors import InvalidInput
 from facetalk.service.settings import ServiceSettings, parse_duration
 from facetalk.service.store import FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore, NewJob
-from helpers.service import alive, wait_gone
 
 
 # -- settings ------------------------------------------------------------------------------
