@@ -1,8 +1,8 @@
 """Live talking portrait: push audio as it arrives, get timestamped frames back.
 
 The second driver of the same engine as ``generate()``: raw features are computed
-incrementally (features.FeatureStream), the same motion model plans each frame once
-80 ms of audio beyond it has arrived (motion.MotionStream), and the same renderer draws
+incrementally (motion.features.FeatureStream), the same motion model plans each frame once
+80 ms of audio beyond it has arrived (motion.live.MotionStream), and the same renderer draws
 it. A portrait is analysed once into an :class:`Avatar` that any number of streams can
 share.
 

@@ -6,7 +6,7 @@ Built once per portrait from the 478 landmarks:
 * the inner lip and eyelid contours densified with Catmull-Rom points, so lip and lid
   edges stay smooth curves at any output size instead of polygons,
 * "interior" triangles filling the mouth and eye openings (rendered from their own
-  layers, never stretched: see render.py),
+  layers, never stretched: see renderer.py),
 * rings of anchor points outside the face oval, over which head motion fades to zero,
   so the background stays put and there is no seam.
 
