@@ -119,7 +119,7 @@ step "end-to-end render test under emulation"
 t=$(now)
 chroot "$ROOTFS" /usr/bin/env -i HOME=/root PATH=/opt/venv/bin:/usr/bin:/bin /bin/sh -euc '
   cd /opt/facetalk
-  python -m pytest -q -p no:cacheprovider tests/test_e2e.py
+  python -m pytest -q -p no:cacheprovider tests/engine/test_e2e.py
 ' 2>&1 | tee "$ARM64_DIR/e2e.log"
 rc=${PIPESTATUS[0]}
 echo "e2e test under emulation: exit $rc, $(( $(now) - t )) s: $(tail -n 1 "$ARM64_DIR/e2e.log")" | tee -a "$REPORT"
