@@ -93,13 +93,25 @@ def photo_grain(img: np.ndarray, lm: np.ndarray, iod: float) -> float:
     return float(np.clip(np.median(vals) if vals else 1.5, 0.6, 6.0))
 
 
+def _chroma(skin: np.ndarray) -> float:
+    """0..1: how colourful the photo is, judged by its skin (0 for black and white)."""
+    lum = float(skin @ np.array([0.299, 0.587, 0.114]))
+    return float(np.clip(np.linalg.norm(skin - lum) / 35.0, 0.0, 1.0))
+
+
+def _with_chroma(rgb: np.ndarray, chroma: float) -> np.ndarray:
+    """``rgb`` with its colour scaled by ``chroma`` (its luma kept)."""
+    lum = float(rgb @ np.array([0.299, 0.587, 0.114]))
+    return lum + (rgb - lum) * chroma
+
+
 def _smooth01(x: np.ndarray) -> np.ndarray:
     t = np.clip(x, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
 def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float, ...], ...],
-               edge_v: float, down: bool, px_mm: float, gaps: float = 0.4
+               edge_v: float, down: bool, px_mm: float, gaps: float = 0.28
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coverage, shade and translucency of a row of teeth on a (u, v) grid (mm, face axes).
 
@@ -212,11 +224,16 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     v_mm = (d @ ey) / px_mm
 
     # The upper inner lip at rest, in the middle (face axes, mm): the teeth hang below it.
-    up_uv = (up_pts - o) @ np.stack([ex, ey], 1) / px_mm
-    ou = np.argsort(up_uv[:, 0])
+    axes = np.stack([ex, ey], 1)
+    up_uv = (up_pts - o) @ axes / px_mm
+    lo_uv = (lo_pts - o) @ axes / px_mm
+    ou, ol = np.argsort(up_uv[:, 0]), np.argsort(lo_uv[:, 0])
     v_up0 = float(np.interp(0.0, up_uv[ou, 0], up_uv[ou, 1]))
+    v_lo0 = float(np.interp(0.0, lo_uv[ol, 0], lo_uv[ol, 1]))
+    # A photo in black and white (or faded) gets an interior without colour of its own.
+    chroma = _chroma(skin_rgb)
 
-    teeth_rgb = _teeth_colour(img, lm, skin_rgb)
+    teeth_rgb = _with_chroma(_teeth_colour(img, lm, skin_rgb), chroma)
     grain_sd = photo_grain(img, lm, frame.iod) * 1.0
     rng = np.random.default_rng(seed)
     grain = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
@@ -235,7 +252,7 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
         a, s, tr = _tooth_row(u_mm, v_mm, px_mm, UPPER_TEETH, edge, True, px_mm)
         col = teeth_rgb[None, None, :] * s[..., None]
         # Translucent edge: greyer, bluer and partly see-through.
-        blue = np.array([0.9, 0.92, 0.97])
+        blue = _with_chroma(np.array([0.9, 0.92, 0.97]), chroma)
         col = col * (1.0 - 0.3 * tr[..., None]) + (col * blue) * (0.3 * tr[..., None])
         upper[..., :3] = col
         upper[..., 3] = a * (1.0 - 0.25 * tr)
@@ -250,13 +267,17 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
         rows = np.where(own_a.max(axis=1) > 0.5)[0]
         if len(rows):
             low_edge = float(np.median(v_mm[rows[-1], :])) - OVERBITE_MM
+    # A portrait with its mouth open has its jaw dropped already: the lower incisors sit
+    # just behind the lower lip, their tips about at its edge.
+    low_edge = max(low_edge, v_lo0 - 1.5)
     # Tongue: a dome behind the lower incisors, lit from above, a midline groove.
     t_half = 0.78 * max(half_w / px_mm, 14.0)
     t_top = low_edge - TONGUE_ABOVE_MM + 8.0 * (u_mm / t_half) ** 2
     t_in = (v_mm - t_top)  # mm below the tongue's top edge
     # The far edge recedes into the dark: it fades in over about 2 mm.
     t_a = _smooth01(t_in / 3.0) * _smooth01((t_half - np.abs(u_mm)) * px_mm / 3.0)
-    tongue_rgb = np.clip(lip_rgb * np.array([1.0, 0.74, 0.76]) + np.array([18.0, 10.0, 12.0]), 0, 255)
+    tongue_rgb = _with_chroma(np.clip(lip_rgb * np.array([1.0, 0.74, 0.76])
+                                      + np.array([18.0, 10.0, 12.0]), 0, 255), chroma)
     light = 0.5 + 0.5 * np.exp(-((t_in - 4.5) / 3.5) ** 2)  # lit where it faces up
     light *= 1.0 - 0.3 * (u_mm / t_half) ** 2  # its sides curve away
     groove = 1.0 - 0.15 * np.exp(-((u_mm / 1.0) ** 2)) * _smooth01(t_in / 2.0)
@@ -280,7 +301,7 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
         al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
         layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
         layer[..., 3] = al
-    cavity = np.clip(lip_rgb * np.array([0.38, 0.2, 0.19]), 0, 255)
+    cavity = _with_chroma(np.clip(lip_rgb * np.array([0.38, 0.2, 0.19]), 0, 255), chroma)
     return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([box_x0, box_y0], float),
                         cavity=cavity.astype(np.float64), own_teeth=own_teeth)
 
@@ -317,7 +338,6 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
     ring = cv2.dilate(lip_mask, np.ones((5, 5), np.uint8)) - lip_mask
     lip = patch[ring > 0].mean(axis=0) if ring.sum() > 4 else np.array([170.0, 90.0, 90.0])
     tn = _teethness(patch, lip)
-    alpha = np.zeros((h, w), np.float32)
     edge = np.full(w, np.nan)
     for x in range(w):
         if not (np.isfinite(y_up[x]) and np.isfinite(y_lo[x])) or y_lo[x] - y_up[x] < 1.0:
@@ -336,23 +356,25 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
             j += 1
         edge[x] = y0 + j + 0.5
     ok = np.isfinite(edge)
-    if ok.sum() >= 3:
-        # A smooth edge: never much below the median of its neighbours (no lip blob
-        # below a gap between teeth), and no single dark gap cuts a notch.
+    found = np.nonzero(ok)[0]
+    if len(found) >= 3:
+        # A smooth edge: close to the median of its neighbours (no lip blob below a gap
+        # between teeth, no notch where a shadow ended a run early); columns between
+        # teeth where the edge was not found take it from their neighbours.
         e = edge.copy()
         k = max(3, int(0.12 * ppi))
-        for x in np.nonzero(ok)[0]:
-            win = edge[max(0, x - k):x + k + 1]
-            e[x] = min(edge[x], np.nanmedian(win) + 0.5)
+        for x in found:
+            med = np.nanmedian(edge[max(0, x - k):x + k + 1])
+            e[x] = min(max(edge[x], med - 1.5), med + 0.5)
+        inside = np.arange(found[0], found[-1] + 1)
+        e[inside] = np.interp(inside, found, e[found])
         edge = e
     rows = np.arange(h, dtype=np.float64)[:, None]
     a = np.clip(edge[None, :] - rows + 0.5, 0.0, 1.0)
-    a = np.where(np.isfinite(a), a, 0.0)
-    # Keep only the teeth themselves within the opening (the gaps at the corners of a
-    # smile are cavity); above the upper lip the teeth continue, hidden by the lip.
-    top = np.where(np.isfinite(y_up), y_up, 0.0)[None, :]
-    tooth = np.where(rows < top + 1.0, 1.0, _smooth01((tn - 0.2) / 0.5))
-    alpha = (a * tooth).astype(np.float32)
+    # The photo's own pixels above the edge are kept as they are, gaps and shading
+    # included; beyond the outermost teeth (the dark corridors at the corners of a
+    # smile) the synthesized cavity shows.
+    alpha = np.where(np.isfinite(a), a, 0.0).astype(np.float32)
     out = np.zeros((h, w, 4), np.float32)
     # Above the lip line, repeat the teeth's top row (hidden unless the lip rises).
     col = patch.copy()

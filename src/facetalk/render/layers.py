@@ -78,12 +78,14 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     ``jaw_shift``: the jaw's displacement in working-image pixels. ``upper``/``jaw``: the
     RGBA layers of :mod:`facetalk.mouth` from ``origin``; ``grain``: the photo's noise.
     ``params``: centre x (box column), half width, output px per IOD, openness 0..1,
-    edge width (px), own-teeth flag. Layers, back to front: cavity, jaw (tongue and
-    lower teeth), upper teeth; then the lips' shadows, all clipped by the lips.
+    edge width (px), own-teeth flag, and how much the mouth still looks as in the photo
+    (1 at rest, 0 once it opens a little wider than the photo's own opening).
+    Layers, back to front: cavity, jaw (tongue and lower teeth), upper teeth; then the
+    lips' shadows, all clipped by the lips.
     """
     bh, bw = out.shape[0], out.shape[1]
     xc, half, ppi = params[0], params[1], params[2]
-    openness, edge_w, own = params[3], params[4], params[5]
+    openness, edge_w, own, still = params[3], params[4], params[5], params[6]
     gh, gw = grain.shape[0], grain.shape[1]
     rim_w = max(1.0, 0.02 * ppi)
     shadow_w = max(1.0, 0.03 * ppi)
@@ -92,7 +94,6 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     su = np.empty(4)
     sj = np.empty(4)
     sa = np.empty(4)
-    fade_h = max(1.0, 0.02 * ppi)
     lip_dark = np.empty(3)
     for c in range(3):
         lip_dark[c] = 0.5 * lip[c]
@@ -105,13 +106,9 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
         s = (x - xc) / half
         s = -1.0 if s < -1.0 else (1.0 if s > 1.0 else s)
         thin = _clamp01(open_h / thin_h)
-        # How much of this column still looks as in the photo (1 at rest, 0 once the
-        # mouth opens a little wider than the photo's own opening).
         ou = own_up[x]
         ol = own_lo[x]
-        rest = 0.0
-        if np.isfinite(ou) and np.isfinite(ol):
-            rest = 1.0 - _clamp01((open_h - max(ol - ou, 0.0)) / fade_h)
+        rest = still if (np.isfinite(ou) and np.isfinite(ol)) else 0.0
         y_start = max(0, int(yu - 4.0 * rim_w) - 1)
         y_end = min(bh - 1, int(yl + 4.0 * rim_w) + 1)
         for y in range(y_start, y_end + 1):

@@ -387,10 +387,16 @@ class Renderer:
         left, right = min(up[:, 0].min(), lo[:, 0].min()), max(up[:, 0].max(), lo[:, 0].max())
         open_max = float(np.max(np.where(np.isfinite(y_lo - y_up), y_lo - y_up, 0.0)))
         openness = float(np.clip(open_max / (0.2 * self.px_per_iod), 0.0, 1.0))
+        # The photo's own opening is kept while the mouth opens no wider than it anywhere
+        # (one figure for the whole mouth: per column it would cut visible seams).
+        wider = np.where(np.isfinite(own_lo - own_up), (y_lo - y_up) - np.maximum(own_lo - own_up, 0),
+                         0.0)
+        still = 1.0 - float(np.clip(np.nanmax(wider, initial=0.0) / max(1.0, 0.02 * self.px_per_iod),
+                                    0.0, 1.0))
         m = self.mouth
         params = np.array([(left + right) / 2 - bx0, max((right - left) / 2, 1.0),
                            self.px_per_iod, openness, self._edge_width(),
-                           1.0 if m.own_teeth else 0.0])
+                           1.0 if m.own_teeth else 0.0, still])
         composite_mouth(colour[by0:by1, bx0:bx1], y_up - by0, y_lo - by0, own_up - by0,
                         own_lo - by0, aff, jaw, m.upper, m.jaw, m.grain, m.origin,
                         params, m.cavity, self.lip_rgb)
@@ -471,7 +477,7 @@ def warm_up() -> None:
     layer = np.zeros((4, 4, 4), np.float32)
     composite_mouth(frame[1:5, 1:5], cols, cols + 2.0, cols, cols, np.zeros((2, 3)),
                     np.zeros(2), layer, layer, np.zeros((4, 4), np.float32), np.zeros(2),
-                    np.ones(6), np.ones(3), np.ones(3))
+                    np.ones(7), np.ones(3), np.ones(3))
     composite_eye(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
                   np.ones(3), np.ones(3), np.ones(3))
 
