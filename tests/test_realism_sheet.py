@@ -73,9 +73,16 @@ def test_corners_land_level_and_w_apart(left, right, shape) -> None:  # type: ig
     p = rs.Params(mouth_px=112, box_w=2.0, box_h=1.5, jpeg_quality=95)
     lm = _mouth(left, right, open_px=8)
     img = _dots(shape, [left, right], [(255, 0, 0), (0, 0, 255)])
+    # A nose-side marker a third of a mouth width above the mouth's middle: up must stay up.
+    w = float(np.hypot(right[0] - left[0], right[1] - left[1]))
+    up = np.array([(right[1] - left[1]) / w, -(right[0] - left[0]) / w])
+    nose = (np.array(left) + np.array(right)) / 2 + up * w / 3
+    cv2.circle(img, (round(nose[0]), round(nose[1])), max(6, round(0.05 * w)), (0, 255, 0), -1)
     tile = rs.normalise(img, lm, p)
     assert tile.shape == (168, 224, 3)
     a, b = _centroid(tile, (255, 0, 0)), _centroid(tile, (0, 0, 255))
+    n = _centroid(tile, (0, 255, 0))
+    assert abs(n[0] - 112) < 2.0 and abs(((a[1] + b[1]) / 2 - n[1]) - 112 / 3) < 2.5
     assert abs(a[1] - b[1]) < 2.0  # level
     assert abs((b[0] - a[0]) - 112) < 3.0  # W apart
     assert abs((a[0] + b[0]) / 2 - 112) < 2.0  # centred across
@@ -136,7 +143,7 @@ def test_layout_shuffles_with_the_seed_and_keeps_every_tile_once() -> None:
 
 def test_make_writes_sheets_and_a_key_outside_them(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     items = [{"path": f"x{i}.png", "kind": "real" if i % 2 else "facetalk", "tag": "t"} for i in range(10)]
-    monkeypatch.setattr(rs, "crops_of", lambda item, p: [
+    monkeypatch.setattr(rs, "crops_of", lambda item, p, gap: [
         rs.Crop(np.zeros((168, 224, 3), np.uint8), item["path"], item["kind"], item["tag"], None, 0.1,
                 30.0 if item["path"] == "x0.png" else 90.0)])
     key = rs.make(items, tmp_path / "sheets", rs.Params(), seed=1, cols=3, rows=2, min_mouth_px=40)
@@ -146,6 +153,13 @@ def test_make_writes_sheets_and_a_key_outside_them(tmp_path, monkeypatch) -> Non
     sheet = cv2.imread(str(tmp_path / "sheets" / "sheet_01.png"))
     assert sheet.shape[1] == 3 * (224 + 8) + 8
     assert json.loads((tmp_path / "sheets_key.json").read_text())["tiles"] == key["tiles"]
+
+
+def test_held_out_people_are_matched_by_id_person_or_file() -> None:
+    item = {"id": "grid_smile", "who": "ft_grid", "file": "ft_grid", "path": "x.jpg"}
+    assert rs.excluded(item, {"ft_grid"}) and rs.excluded(item, {"grid_smile"})
+    assert not rs.excluded(item, {"grid", "obama"})
+    assert not rs.excluded({"path": "y.mp4", "kind": "facetalk"}, {"None", ""})
 
 
 def test_score_counts_per_kind_tag_and_judge(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -91,8 +91,8 @@ def sheet_items(manifest: dict[str, Any], refs_dir: Path) -> list[dict[str, Any]
     for ref in manifest["mouths"]:
         f = files[ref["file"]]
         item: dict[str, Any] = {"id": ref["id"], "path": str(refs_dir / local_name(f)), "kind": "real",
-                                "tag": ref["state"], "person": ref.get("person", []),
-                                "licence": f["licence"]}
+                                "tag": ref["state"], "who": ref.get("who", ref["id"]), "file": f["id"],
+                                "person": ref.get("person", []), "licence": f["licence"]}
         for k in ("box", "rotate", "frames", "widest"):
             if k in ref:
                 item[k] = ref[k]
@@ -132,6 +132,7 @@ def write_portraits(manifest: dict[str, Any], refs_dir: Path, out: Path) -> list
         path = out / f"{p['id']}.png"
         cv2.imwrite(str(path), bgr)
         listing.append({"id": p["id"], "path": str(path), "types": p["types"], "source": f["id"],
+                        "who": p["who"],  # pass to realism_sheet.py make --exclude when rendered
                         "package": f["package"], "licence": f["licence"], "redistribute": f["redistribute"]})
     (out / "portraits.json").write_text(json.dumps(listing, indent=1))
     return listing
@@ -174,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cache, refs = args.build / "cache", args.build / "refs"
     archives = {a["id"]: a for a in manifest["archives"]}
+    refs.mkdir(parents=True, exist_ok=True)
     paths = {aid: download(a, cache) for aid, a in archives.items()}
     for f in manifest["files"]:
-        extract(paths[f["archive"]], f["path"], refs / local_name(f))
+        if f["archive"] == "repo":  # shipped in this repository (public domain): copied, not fetched
+            (refs / local_name(f)).write_bytes((HERE.parent / f["path"]).read_bytes())
+        else:
+            extract(paths[f["archive"]], f["path"], refs / local_name(f))
     items = sheet_items(manifest, refs)
     (refs / "items.json").write_text(json.dumps(items, indent=1))
     listing = write_portraits(manifest, refs, args.build / "portraits")

@@ -223,7 +223,7 @@ def widest_frames(track: list[np.ndarray | None], n: int, min_gap: int) -> list[
     return sorted(picked)
 
 
-def crops_of(item: dict[str, Any], p: Params, min_gap_s: float = 0.25) -> list[Crop]:
+def crops_of(item: dict[str, Any], p: Params, min_gap_s: float = 0.5) -> list[Crop]:
     """Normalised crops of one item: one for a picture, one per chosen frame for a video."""
     path = Path(item["path"])
     kind, tag = item["kind"], item.get("tag", "")
@@ -232,6 +232,7 @@ def crops_of(item: dict[str, Any], p: Params, min_gap_s: float = 0.25) -> list[C
     rotate = int(item.get("rotate", 0))
     source = item.get("id", str(path))
     extra = {k: v for k, v in item.items() if k not in ("path", "kind", "tag", "frames", "widest", "id")}
+    extra["path"] = str(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         rgb = read_image(path, rotate)
         lm = landmarks_in(rgb, item.get("box"))
@@ -283,14 +284,23 @@ def draw_sheet(tiles: list[tuple[str, Crop]], cols: int, rows: int, p: Params) -
     return sheet
 
 
+def excluded(item: dict[str, Any], names: set[str]) -> bool:
+    """Whether an item is held out: its id, person ('who') or source file is in ``names``.
+
+    Renders of a portrait must not meet real crops of the same person on the sheets (a judge would just
+    compare the two), and people used for tuning are kept for tuning.
+    """
+    return bool({str(item[k]) for k in ("id", "who", "file") if k in item} & names)
+
+
 def make(items: list[dict[str, Any]], out: Path, p: Params, seed: int, cols: int, rows: int,
-         min_mouth_px: float = 0.0) -> dict[str, Any]:
+         min_mouth_px: float = 0.0, min_gap_s: float = 0.25) -> dict[str, Any]:
     """Crop every item, write the sheets (PNG) and the key (JSON); returns the key."""
     crops: list[Crop] = []
     skipped: list[dict[str, Any]] = []
     for item in items:
         try:
-            got = crops_of(item, p)
+            got = crops_of(item, p, min_gap_s)
         except (ValueError, RuntimeError, FacetalkError) as exc:  # NoFaceFound is a FacetalkError
             skipped.append({"source": item.get("id", item["path"]), "why": str(exc)})
             print(f"skipped {item.get('id', item['path'])}: {exc}", file=sys.stderr)
@@ -388,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--facetalk", action="append", metavar="MP4=TAG", help="a facetalk render and its type")
     mk.add_argument("--real", action="append", metavar="FILE=TAG", help="a real picture or clip and its tag")
     mk.add_argument("--only", choices=["real", "facetalk"], help="keep only items of this kind")
+    mk.add_argument("--exclude", action="append", default=[], metavar="NAME[,NAME]",
+                    help="hold out items whose id, person ('who') or source file is named (e.g. the people "
+                         "whose portraits were rendered, or those used for tuning)")
+    mk.add_argument("--min-gap-s", type=float, default=0.5, help="least time between frames of one video")
     mk.add_argument("--widest", type=int, default=3, help="frames per video without explicit frames")
     mk.add_argument("--out", type=Path, default=Path("build/realism/sheets"))
     mk.add_argument("--seed", type=int, default=1)
@@ -410,10 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         items = _items_from_args(args)
         if args.only:
             items = [i for i in items if i["kind"] == args.only]
+        names = {n for arg in args.exclude for n in arg.split(",") if n}
+        items = [i for i in items if not excluded(i, names)]
         if not items:
             ap.error("no items: give --items, --facetalk or --real")
         p = Params(args.mouth_px, args.box[0], args.box[1], args.jpeg_quality, args.soften)
-        key = make(items, args.out, p, args.seed, args.cols, args.rows, args.min_mouth_px)
+        key = make(items, args.out, p, args.seed, args.cols, args.rows, args.min_mouth_px, args.min_gap_s)
         kinds = defaultdict(int)
         for t in key["tiles"].values():
             kinds[t["kind"]] += 1
