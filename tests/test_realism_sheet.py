@@ -180,8 +180,12 @@ def test_score_counts_per_kind_tag_and_judge(tmp_path) -> None:  # type: ignore[
     with pytest.raises(ValueError, match="not in the key"):
         rs.score(key, {"j3": {"9-Z9": "real"}})
     f = tmp_path / "judge.json"
-    f.write_text(json.dumps({"judge": "ann", "answers": {"1-A1": "Real "}}))
-    assert rs.load_answers(f) == ("ann", {"1-A1": "real"})
+    f.write_text(json.dumps({"judge": "ann", "answers": {
+        "1-A1": "Real ", "1-A3": {"verdict": "generated", "cue": "flat black hole"}}}))
+    judge, verdicts, cues = rs.load_answers(f)
+    assert (judge, verdicts) == ("ann", {"1-A1": "real", "1-A3": "generated"})
+    assert cues == {"1-A3": "flat black hole"}
+    assert rs.cues_by_tag(key, {judge: cues}) == {"facetalk/beard": ["1-A3 (ann): flat black hole"]}
     f.write_text(json.dumps({"1-A1": "maybe"}))
     with pytest.raises(ValueError, match="maybe"):
         rs.load_answers(f)

@@ -329,20 +329,37 @@ def make(items: list[dict[str, Any]], out: Path, p: Params, seed: int, cols: int
     return key
 
 
-def load_answers(path: Path) -> tuple[str, dict[str, str]]:
-    """A judge's answers: {label: "real"|"generated"}, or {"judge": name, "answers": {...}}."""
+def load_answers(path: Path) -> tuple[str, dict[str, str], dict[str, str]]:
+    """A judge's verdicts and cues.
+
+    Accepted: {label: "real"|"generated"}, or {label: {"verdict": ..., "cue": "what gave it away"}}, either
+    alone or wrapped as {"judge": name, "answers": {...}}. Returns (judge, verdicts, cues).
+    """
     data = json.loads(path.read_text())
     if "answers" in data:
         judge, answers = data.get("judge", path.stem), data["answers"]
     else:
         judge, answers = path.stem, data
-    norm = {}
-    for label, verdict in answers.items():
+    verdicts, cues = {}, {}
+    for label, answer in answers.items():
+        verdict = answer.get("verdict") if isinstance(answer, dict) else answer
         v = str(verdict).strip().lower()
         if v not in ("real", "generated"):
             raise ValueError(f"{path}: answer for {label} is {verdict!r}, not 'real' or 'generated'")
-        norm[label] = v
-    return judge, norm
+        verdicts[label] = v
+        if isinstance(answer, dict) and answer.get("cue"):
+            cues[label] = str(answer["cue"]).strip()
+    return judge, verdicts, cues
+
+
+def cues_by_tag(key: dict[str, Any], cues: dict[str, dict[str, str]]) -> dict[str, list[str]]:
+    """The judges' cues grouped by kind/tag, each as 'label verdict-judge: cue' (what the report quotes)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for judge, per_label in cues.items():
+        for label, cue in sorted(per_label.items()):
+            t = key["tiles"][label]
+            out[f"{t['kind']}/{t['tag']}"].append(f"{label} ({judge}): {cue}")
+    return dict(sorted(out.items()))
 
 
 def score(key: dict[str, Any], answers: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
@@ -438,15 +455,22 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 0
     key = json.loads(args.key.read_text())
-    answers = dict(load_answers(a) for a in args.answers)
-    result = score(key, answers)
+    loaded = [load_answers(a) for a in args.answers]
+    if len({judge for judge, _, _ in loaded}) < len(loaded):
+        ap.error("two answer files name the same judge")
+    result = score(key, {judge: verdicts for judge, verdicts, _ in loaded})
+    cues = cues_by_tag(key, {judge: c for judge, _, c in loaded})
     if args.json:
-        print(json.dumps(result, indent=1))
-    else:
-        print(f"{'group':40s} {'real':>5s} {'answered':>8s} {'fraction':>8s} {'missing':>7s}")
-        for name, g in result.items():
-            frac = "-" if g["fraction_real"] is None else f"{g['fraction_real']:.2f}"
-            print(f"{name:40s} {g['real']:5d} {g['answered']:8d} {frac:>8s} {g['unanswered']:7d}")
+        print(json.dumps({"figures": result, "cues": cues}, indent=1))
+        return 0
+    print(f"{'group':40s} {'real':>5s} {'answered':>8s} {'fraction':>8s} {'missing':>7s}")
+    for name, g in result.items():
+        frac = "-" if g["fraction_real"] is None else f"{g['fraction_real']:.2f}"
+        print(f"{name:40s} {g['real']:5d} {g['answered']:8d} {frac:>8s} {g['unanswered']:7d}")
+    for group, lines in cues.items():
+        print(f"cues, {group}:")
+        for line in lines:
+            print(f"  {line}")
     return 0
 
 
