@@ -147,7 +147,10 @@ def test_make_writes_sheets_and_a_key_outside_them(tmp_path, monkeypatch) -> Non
         rs.Crop(np.zeros((168, 224, 3), np.uint8), item["path"], item["kind"], item["tag"], None, 0.1,
                 30.0 if item["path"] == "x0.png" else 90.0)])
     key = rs.make(items, tmp_path / "sheets", rs.Params(), seed=1, cols=3, rows=2, min_mouth_px=40)
-    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == ["sheet_01.png", "sheet_02.png"]
+    assert sorted(p.name for p in (tmp_path / "sheets").iterdir()) == [
+        "INSTRUCTIONS.txt", "answers_template.json", "sheet_01.png", "sheet_02.png"]
+    template = json.loads((tmp_path / "sheets" / "answers_template.json").read_text())
+    assert set(template) == set(key["tiles"]) and "x1.png" not in json.dumps(template)
     assert (tmp_path / "sheets_key.json").exists()
     assert len(key["tiles"]) == 9 and key["skipped"][0]["source"] == "x0.png"
     sheet = cv2.imread(str(tmp_path / "sheets" / "sheet_01.png"))

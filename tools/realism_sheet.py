@@ -7,11 +7,15 @@ scaled to the same width, the same box around the mouth centre, one JPEG round t
 quality, optionally one mild down/up scale. The tiles are shuffled with a seed and labelled only
 by sheet-row-column; which tile is which is written to a key file that judges never see.
 
-    # sheets (items: JSON lists from tools/realism_refs.py, or written by hand)
+    # sheets (items: JSON lists from tools/realism_refs.py, or written by hand); hold out the people
+    # whose portraits were rendered (their 'who' in build/realism/portraits/portraits.json)
     python tools/realism_sheet.py make --items build/realism/refs/items.json \\
-        --facetalk out/beard.mp4=beard --facetalk out/glasses.mp4=glasses --out build/realism/sheets
-    # answers: one JSON per judge, {"1-A1": "real", "1-A2": "generated", ...}
-    python tools/realism_sheet.py score build/realism/sheets/key.json answers/*.json
+        --facetalk out/beard.mp4=beard --facetalk out/glasses.mp4=glasses --exclude ft_father,fx1 \\
+        --soften 0.5 --min-mouth-px 56 --out build/realism/sheets
+    # judges get build/realism/sheets/ only (sheets, INSTRUCTIONS.txt, answers_template.json); the key
+    # is build/realism/sheets_key.json. Answers: one JSON per judge, {"1-A1": "real", "1-A2":
+    # {"verdict": "generated", "cue": "teeth are one white band"}, ...}
+    python tools/realism_sheet.py score build/realism/sheets_key.json answers/*.json
 
 An item (JSON object): ``path`` (image or video), ``kind`` ("real" or "facetalk"), ``tag`` (portrait
 type or mouth state), optional ``id``, ``box`` ([x0, y0, x1, y1] pixels: look for the face only
@@ -39,6 +43,13 @@ from facetalk.errors import FacetalkError
 #: Face Mesh landmarks: mouth corners, outer lip top/bottom (mid-line), inner lip top/bottom (mid-line).
 CORNER_L, CORNER_R, OUTER_TOP, OUTER_BOTTOM, INNER_TOP, INNER_BOTTOM = 61, 291, 0, 17, 13, 14
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+JUDGE_INSTRUCTIONS = """\
+Each tile on these sheets is a mouth cut from a photograph or video of a real person, or from a
+computer-generated talking-head video. All tiles were scaled, cropped and compressed the same way,
+so size and compression tell you nothing. For every label, answer "real" or "generated"; for
+"generated", name in a few words what gave it away (the cue). Fill in answers_template.json and hand it
+back under your name. Judge every tile on its own: the sheets hold no fixed share of either kind.
+"""
 
 
 def face_api() -> tuple[Any, Any]:
@@ -323,6 +334,9 @@ def make(items: list[dict[str, Any]], out: Path, p: Params, seed: int, cols: int
             key["tiles"][label] = {"source": crop.source, "kind": crop.kind, "tag": crop.tag,
                                    "frame": crop.frame, "opening": round(crop.opening, 3),
                                    "mouth_px_src": round(crop.mouth_px_src, 1), **crop.extra}
+    (out / "answers_template.json").write_text(json.dumps(
+        {label: {"verdict": "real or generated", "cue": ""} for label in key["tiles"]}, indent=1))
+    (out / "INSTRUCTIONS.txt").write_text(JUDGE_INSTRUCTIONS)
     # The key goes beside the sheets' folder, not in it, so the folder can be handed to judges as is.
     key_path = out.parent / f"{out.name}_key.json"
     key_path.write_text(json.dumps(key, indent=1))
