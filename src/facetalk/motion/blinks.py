@@ -14,7 +14,7 @@ class BlinkScheduler:
     Intervals follow a gamma distribution (mean ~4 s: 15 per minute, irregular); once
     a pause has begun (LOOKAHEAD_S of silence after speech), a blink due within the next
     second is taken there instead, since people blink at phrase boundaries. Each blink
-    closes in ~100 ms, stays closed 20-60 ms and opens in ~150 ms; a few are double. Every
+    closes in ~100 ms, stays closed 40-80 ms and opens in ~150 ms; a few are double. Every
     blink closes the eye fully: half blinks exist, but at 25 fps they read as squints.
     """
 
@@ -31,7 +31,7 @@ class BlinkScheduler:
 
     def _begin(self, t: float) -> None:
         rng = self.rng
-        shape = (t, float(rng.uniform(0.08, 0.11)), float(rng.uniform(0.02, 0.06)),
+        shape = (t, float(rng.uniform(0.08, 0.11)), float(rng.uniform(0.04, 0.08)),
                  float(rng.uniform(0.13, 0.18)))
         self.active.append(shape)
         self.starts.append(t)

@@ -10,7 +10,8 @@ sampled exactly like the photo's own: same scale, same resampling, same softness
   whites of the eyes.
 * ``jaw``: the lower teeth in front of the tongue, RGBA, carried by the jaw.
 * ``grain``: the photo's own noise, fixed to the head so synthesized pixels do not
-  look clean and do not shimmer.
+  look clean and do not shimmer; and a soft mottle that keeps the cavity from being
+  one smooth colour.
 
 The cavity behind them depends on the opening of each frame and is shaded per pixel
 by the compositing kernel (see :func:`facetalk.render.layers.composite_mouth`).
@@ -37,12 +38,12 @@ UPPER_TEETH = ((8.6, 10.5, 0.0, 1.0), (5.8, 9.0, 0.6, 0.94), (4.8, 10.0, 0.3, 0.
 LOWER_TEETH = ((5.3, 9.0, 0.0, 1.0), (5.0, 9.0, 0.1, 0.95), (4.5, 10.0, -0.2, 0.86),
                (3.2, 8.0, 0.5, 0.72), (2.6, 7.5, 1.0, 0.6), (2.6, 7.0, 1.6, 0.48))
 #: Central upper incisal edge below the closed lip line (IOD).
-UPPER_SHOW = 0.038
+UPPER_SHOW = 0.058
 #: Vertical overlap of the upper incisors over the lower ones (mm).
-OVERBITE_MM = 2.2
+OVERBITE_MM = 1.6
 #: The tongue's top (its dorsum, seen from the front) rises this far above the lower
 #: incisors' edge in the middle (mm).
-TONGUE_ABOVE_MM = 6.5
+TONGUE_ABOVE_MM = 8.5
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class MouthSprites:
 
     upper: np.ndarray  # (h, w, 4) float32 RGBA, straight alpha; colour 0..255
     jaw: np.ndarray  # (h, w, 4) float32 RGBA: lower teeth over the tongue
-    grain: np.ndarray  # (h, w) float32 zero-mean noise (colour units)
+    grain: np.ndarray  # (h, w, 2) float32: fine noise (colour units), the cavity's mottle
     origin: np.ndarray  # (2,) work px of sprite pixel (0, 0)
     cavity: np.ndarray  # (3,) float64 colour of the cavity's lit part
     own_teeth: bool  # upper teeth are the portrait's own
@@ -111,7 +112,7 @@ def _smooth01(x: np.ndarray) -> np.ndarray:
 
 
 def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float, ...], ...],
-               edge_v: float, down: bool, px_mm: float, gaps: float = 0.28
+               edge_v: float, down: bool, px_mm: float, gaps: float = 0.32
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coverage, shade and translucency of a row of teeth on a (u, v) grid (mm, face axes).
 
@@ -122,7 +123,11 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
     shade = np.zeros_like(u)
     clear = np.zeros_like(u)
     # No two teeth quite alike: a little brightness per tooth, fixed for the portrait.
-    vary = 1.0 + 0.035 * np.random.default_rng(len(teeth) + int(down)).standard_normal(len(teeth))
+    rng = np.random.default_rng(len(teeth) + int(down))
+    vary = 1.0 + 0.035 * rng.standard_normal(len(teeth))
+    # ...nor quite level: each edge a little higher or lower, a little tilted (mm).
+    jitter = 0.25 * rng.standard_normal(len(teeth))
+    tilt = 0.2 * rng.standard_normal(len(teeth))
     au = np.abs(u)
     aa = 0.5 / px_mm  # half a pixel, in mm: antialiased edges
     x0 = 0.0
@@ -131,11 +136,11 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         xc = 0.5 * (x0 + x1)
         hw = 0.5 * width
         rel = (au - xc) / hw  # -1..1 across this tooth (towards the centre .. the corner)
-        edge = edge_v - lift if down else edge_v + lift
+        edge = edge_v - lift - jitter[k] - tilt[k] * rel if down else edge_v + lift + jitter[k]
         # Along the tooth: 0 at the incisal edge, 1 at the gum.
         depth = (edge - v) / height if down else (v - edge) / height
         # Rounded incisal corners (more rounded on laterals and canines; canines pointed).
-        corner_r = (0.10, 0.28, 0.0, 0.3, 0.3, 0.35)[k] if k < 6 else 0.3
+        corner_r = (0.16, 0.3, 0.0, 0.3, 0.3, 0.35)[k] if k < 6 else 0.3
         if k == 2:  # canine: a shallow point
             tip = 0.9 * (np.abs(rel) ** 1.4)
             edge_off = tip
@@ -147,9 +152,10 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         inside_x = _smooth01((hw + 2 * aa - np.abs(au - xc)) / (2 * aa) + 0.5)
         inside_y = _smooth01(d_edge / (2 * aa) + 0.5) * _smooth01((height - depth * height) / 0.6)
         a = inside_x * inside_y
-        # Convex labial surface: lit in the middle, darker at the sides; the cervical third
-        # a little darker and warmer; a soft highlight on the front teeth.
-        across = 1.0 - 0.16 * rel * rel
+        # Convex labial surface: lit in the middle, turning darker towards its sides (what
+        # tells teeth apart at a distance); the cervical third a little darker and warmer;
+        # a soft highlight on the front teeth.
+        across = 1.0 - 0.1 * rel * rel - 0.12 * np.abs(rel) ** 4
         along = 1.0 - 0.10 * _smooth01((depth - 0.55) / 0.45)
         hi = 0.07 * np.exp(-((rel + 0.15) ** 2) / 0.08 - ((depth - 0.45) ** 2) / 0.05) * (k < 2)
         s = bright * vary[k] * (across * along + hi)
@@ -160,30 +166,37 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         shade = np.where(take, s, shade)
         clear = np.where(take, tr, clear)
         x0 = x1
-    # Interproximal lines: a dark hairline between neighbours, widening into an
-    # embrasure (a small notch) at the incisal edge.
+    # Interproximal lines: a dark line between neighbours (the midline between the
+    # central incisors included), widening into an embrasure at the incisal edge.
     x0 = 0.0
-    for width, _, _, _ in teeth[:-1]:
+    for width, _, _, _ in ((0.0, 0, 0, 0), *teeth[:-1]):
         x0 += width
         d = np.abs(au - x0)
-        line = np.exp(-((d / max(0.22, 0.6 / px_mm)) ** 2))
+        line = np.exp(-((d / max(0.25, 0.6 / px_mm)) ** 2))
         shade *= 1.0 - gaps * line
     return alpha, shade, clear
 
 
+#: Teeth reflect about this much more than typical skin, per channel: teeth are a warm
+#: off-white, skin is redder, so the skin's colour carries the photo's light onto them.
+TEETH_OVER_SKIN = np.array([1.33, 1.81, 1.97])
+
+
 def _teeth_colour(img: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """Teeth colour under this photo's light: from the whites of the eyes when they can be
-    seen, else a neutral white tinted by the picture's own cast (grey-world)."""
+    """Teeth colour under this photo's light: the skin's colour times how teeth reflect
+    relative to skin, as bright as the whites of the eyes where they can be seen and
+    always brighter than the skin (eye whites in shadow or behind glasses read dark and
+    often bluish: only their brightness is used)."""
+    weights = np.array([0.299, 0.587, 0.114])
+    hue = np.maximum(skin, 1.0) * TEETH_OVER_SKIN
+    # ...but never bluer than a warm white, whatever the skin (pale, cool-lit, made up).
+    hue[1] = min(hue[1], 0.95 * hue[0])
+    hue[2] = min(hue[2], 0.88 * hue[1])
     sclera = _sclera_rgb(img, lm)
-    if sclera is None:
-        cast = img.reshape(-1, 3).astype(np.float32).mean(axis=0)
-        cast = cast / max(float(cast.mean()), 1.0)
-        skin_lum = float(skin @ np.array([0.299, 0.587, 0.114]))
-        sclera = np.clip(min(235.0, 1.15 * skin_lum + 20.0) * cast ** 0.6, 0, 255)
-    # Teeth are ivory: a little darker and yellower than the whites of the eyes.
-    lum = float(sclera @ np.array([0.299, 0.587, 0.114]))
-    ivory = np.array([1.06, 1.0, 0.84]) * lum
-    return np.clip(0.55 * ivory + 0.45 * sclera * np.array([1.0, 0.97, 0.86]), 0, 255) * 0.95
+    lum = 1.12 * float(skin @ weights) + 12.0
+    if sclera is not None:
+        lum = max(lum, 0.95 * float(sclera @ weights))
+    return np.clip(hue / float(hue @ weights) * min(lum, 225.0), 0, 255)
 
 
 def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
@@ -236,9 +249,14 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     teeth_rgb = _with_chroma(_teeth_colour(img, lm, skin_rgb), chroma)
     grain_sd = photo_grain(img, lm, frame.iod) * 1.0
     rng = np.random.default_rng(seed)
-    grain = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
-    grain = cv2.GaussianBlur(grain, (0, 0), 0.5)
-    grain *= grain_sd / max(float(grain.std()), 1e-6)
+    grain = np.empty((h, w, 2), np.float32)
+    fine = cv2.GaussianBlur(rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0), 0.5)
+    grain[..., 0] = fine * (grain_sd / max(float(fine.std()), 1e-6))
+    # The cavity is not one smooth colour: folds and shadows of cheeks, palate and throat
+    # as a soft mottle of about +-20 % in brightness, a few millimetres across.
+    coarse = cv2.GaussianBlur(rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0),
+                              max(1.0, 1.6 * px_mm))
+    grain[..., 1] = coarse * (0.2 / max(float(coarse.std()), 1e-6))
 
     # --- upper teeth ----------------------------------------------------------------
     upper = np.zeros((h, w, 4), np.float32)
@@ -278,7 +296,7 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     t_a = _smooth01(t_in / 3.0) * _smooth01((t_half - np.abs(u_mm)) * px_mm / 3.0)
     tongue_rgb = _with_chroma(np.clip(lip_rgb * np.array([1.0, 0.74, 0.76])
                                       + np.array([18.0, 10.0, 12.0]), 0, 255), chroma)
-    light = 0.5 + 0.5 * np.exp(-((t_in - 4.5) / 3.5) ** 2)  # lit where it faces up
+    light = 0.62 + 0.38 * np.exp(-((t_in - 4.0) / 4.0) ** 2)  # lit where it faces up
     light *= 1.0 - 0.3 * (u_mm / t_half) ** 2  # its sides curve away
     groove = 1.0 - 0.15 * np.exp(-((u_mm / 1.0) ** 2)) * _smooth01(t_in / 2.0)
     tex = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
@@ -301,7 +319,7 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
         al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
         layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
         layer[..., 3] = al
-    cavity = _with_chroma(np.clip(lip_rgb * np.array([0.38, 0.2, 0.19]), 0, 255), chroma)
+    cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
     return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([box_x0, box_y0], float),
                         cavity=cavity.astype(np.float64), own_teeth=own_teeth)
 

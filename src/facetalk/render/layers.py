@@ -76,7 +76,8 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     they give way to the layers below as it opens wider.
     ``aff`` (2, 3): box pixel -> working-image pixel under head motion only (the skull);
     ``jaw_shift``: the jaw's displacement in working-image pixels. ``upper``/``jaw``: the
-    RGBA layers of :mod:`facetalk.mouth` from ``origin``; ``grain``: the photo's noise.
+    RGBA layers of :mod:`facetalk.render.interior` from ``origin``; ``grain``: the photo's
+    noise and the cavity's mottle.
     ``params``: centre x (box column), half width, output px per IOD, openness 0..1,
     edge width (px), own-teeth flag, and how much the mouth still looks as in the photo
     (1 at rest, 0 once it opens a little wider than the photo's own opening).
@@ -97,6 +98,7 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     lip_dark = np.empty(3)
     for c in range(3):
         lip_dark[c] = 0.5 * lip[c]
+
     for x in range(bw):
         yu = y_up[x]
         yl = y_lo[x]
@@ -137,7 +139,11 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
             near = np.exp(-(dy if dy > 0.0 else 0.0) / rim_w)
             gi = int(wy + 0.5)
             gj = int(wx + 0.5)
-            g = grain[gi, gj] if 0 <= gi < gh and 0 <= gj < gw else 0.0
+            g = 0.0
+            mottle = 1.0
+            if 0 <= gi < gh and 0 <= gj < gw:
+                g = grain[gi, gj, 0]
+                mottle = 1.0 + grain[gi, gj, 1]
             _sample4(jaw, wx - jaw_shift[0], wy - jaw_shift[1], sj)
             _sample4(upper, wx, wy, su)
             # The upper teeth shade what lies just below them.
@@ -150,13 +156,14 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
             if rest > 0.0:  # the photo's own opening, wherever it has any coverage
                 keep = rest * _clamp01((y - ou) / edge_w + 1.5) * _clamp01((ol - y) / edge_w + 1.5)
             for c in range(3):
-                cav = cavity[c] * lift * depth * side * (1.0 + 0.5 * near)
+                cav = cavity[c] * lift * depth * side * mottle * (1.0 + 0.5 * near)
                 col = cav * (1.0 - sj[3]) + sj[c] * tooth_shadow * (0.7 + 0.3 * lift) * sj[3]
                 col = col * (1.0 - su[3]) + su[c] * su[3]
-                col = col * lip_shadow * low_shadow
+                col = col * lip_shadow * low_shadow + g * synth
+                # However shadows and grain stack up, depth stays dark red-brown, not black.
+                col = max(col, 0.5 * cavity[c])
                 # A hairline opening shows lip in shadow, not a dark slit.
                 col = col * thin + lip_dark[c] * (1.0 - thin)
-                col += g * synth
                 v = a * col + (1.0 - a) * out[y, x, c] * lip_k
                 if keep > 0.0:
                     v = keep * out[y, x, c] + (1.0 - keep) * v

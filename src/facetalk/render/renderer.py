@@ -357,8 +357,8 @@ class Renderer:
                               borderMode=cv2.BORDER_REPLICATE)
 
     def _edge_width(self) -> float:
-        """The photo's own edge width in output px (one portrait pixel, at least one)."""
-        return max(1.0, min(self.framing.scale, 4.0))
+        """The photo's own edge width in output px (most of a portrait pixel, at least one)."""
+        return max(1.0, min(0.7 * self.framing.scale, 3.0))
 
     def _mouth(self, colour: np.ndarray, dst: np.ndarray, head: np.ndarray,
                offset: tuple[int, int]) -> None:
@@ -381,9 +381,9 @@ class Renderer:
             own_up = np.full_like(xs, np.inf)
             own_lo = np.full_like(xs, -np.inf)
         aff = self._head_affine(head, self.mouth_fit, box, offset)
-        # The lower teeth and tongue ride on the jaw: at the incisors the bone moves about
-        # 0.85 as far as at the chin (the lips move further: they also part on their own).
-        jaw = aff[:, :2] @ (0.85 * (dst[L.CHIN] - head[L.CHIN]))
+        # The lower teeth and tongue ride on the jaw: the incisors, nearer its hinge, move
+        # about 0.8 as far as the chin (the lips move further: they also part on their own).
+        jaw = aff[:, :2] @ (0.8 * (dst[L.CHIN] - head[L.CHIN]))
         left, right = min(up[:, 0].min(), lo[:, 0].min()), max(up[:, 0].max(), lo[:, 0].max())
         open_max = float(np.max(np.where(np.isfinite(y_lo - y_up), y_lo - y_up, 0.0)))
         openness = float(np.clip(open_max / (0.2 * self.px_per_iod), 0.0, 1.0))
@@ -476,7 +476,7 @@ def warm_up() -> None:
     cols = np.zeros(4)
     layer = np.zeros((4, 4, 4), np.float32)
     composite_mouth(frame[1:5, 1:5], cols, cols + 2.0, cols, cols, np.zeros((2, 3)),
-                    np.zeros(2), layer, layer, np.zeros((4, 4), np.float32), np.zeros(2),
+                    np.zeros(2), layer, layer, np.zeros((4, 4, 2), np.float32), np.zeros(2),
                     np.ones(7), np.ones(3), np.ones(3))
     composite_eye(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
                   np.ones(3), np.ones(3), np.ones(3))
