@@ -179,7 +179,7 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
 
 #: Teeth reflect about this much more than typical skin, per channel: teeth are a warm
 #: off-white, skin is redder, so the skin's colour carries the photo's light onto them.
-TEETH_OVER_SKIN = np.array([1.33, 1.81, 1.97])
+TEETH_OVER_SKIN = np.array([1.37, 1.79, 1.76])
 
 
 def _teeth_colour(img: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarray:
@@ -193,10 +193,10 @@ def _teeth_colour(img: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarr
     hue[1] = min(hue[1], 0.95 * hue[0])
     hue[2] = min(hue[2], 0.88 * hue[1])
     sclera = _sclera_rgb(img, lm)
-    lum = 1.12 * float(skin @ weights) + 12.0
+    lum = 1.2 * float(skin @ weights) + 15.0
     if sclera is not None:
         lum = max(lum, 0.95 * float(sclera @ weights))
-    return np.clip(hue / float(hue @ weights) * min(lum, 225.0), 0, 255)
+    return np.clip(hue / float(hue @ weights) * min(lum, 230.0), 0, 255)
 
 
 def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
