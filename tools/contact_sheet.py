@@ -1,7 +1,7 @@
 """Render a sentence and build a contact sheet of real output frames (for docs and review).
 
 Picks, from the decoded MP4 and the re-tracked face: a neutral frame, the widest open
-vowel, a closed p/b/m (from espeak-ng's phoneme timings), a rounded vowel, a blink,
+vowel, a mid opening (half the widest), a closed p/b/m (from espeak-ng's phoneme timings), a rounded vowel, a blink,
 the most turned head, and a zoom on the open mouth. Usage:
 
     python tools/contact_sheet.py docs/contact_sheet.png [--min-resolution 512] [--portrait P]
@@ -38,6 +38,9 @@ def pick(track, phonemes, fps: float) -> dict[str, int]:  # type: ignore[no-unty
     calm = (gap < 0.04) & (eye > 0.8 * np.median(eye))
     picks["neutral"] = int(np.argmax(calm)) if calm.any() else 0
     picks["open vowel"] = int(np.argmax(gap))
+    talking = np.nonzero(gap > 0.02)[0]
+    if len(talking):
+        picks["mid opening"] = int(talking[np.argmin(np.abs(gap[talking] - 0.5 * gap.max()))])
     bil = [p for p in phonemes if p.name in BILABIAL and p.end - p.start > 0.03]
     if bil:
         cands = [_nearest_frame((p.start + p.end) / 2, fps, n) for p in bil]

@@ -245,7 +245,7 @@ from facetalk.motion.controls import CONTROLS
 from facetalk.render.rig import build_rig
 
 render.warm_up()
-kernels = (raster._raster, rig_module._pose_vertices, layers.composite_opening)
+kernels = (raster._raster, rig_module._pose_vertices, layers.composite_mouth, layers.composite_eye)
 before = [len(k.signatures) for k in kernels]
 face = analyze_face(load_portrait(sys.argv[1]))
 c = np.zeros(len(CONTROLS))

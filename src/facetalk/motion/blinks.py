@@ -14,7 +14,8 @@ class BlinkScheduler:
     Intervals follow a gamma distribution (mean ~4 s: 15 per minute, irregular); once
     a pause has begun (LOOKAHEAD_S of silence after speech), a blink due within the next
     second is taken there instead, since people blink at phrase boundaries. Each blink
-    closes in ~100 ms and opens in ~150 ms; some are a little shallow, a few double.
+    closes in ~100 ms, stays closed 40-80 ms and opens in ~150 ms; a few are double. Every
+    blink closes the eye fully: half blinks exist, but at 25 fps they read as squints.
     """
 
     def __init__(self, rng: np.random.Generator, rate: float) -> None:
@@ -23,16 +24,15 @@ class BlinkScheduler:
         self.t = 0.0
         self.next = float(rng.uniform(0.4, 2.5))
         self.last = -10.0
-        self.active: list[tuple[float, float, float, float, float]] = []
+        self.active: list[tuple[float, float, float, float]] = []
         self.silent_for = 0.0
         self.spoke = False
         self.starts: list[float] = []
 
     def _begin(self, t: float) -> None:
         rng = self.rng
-        shape = (t, float(rng.uniform(0.08, 0.11)), float(rng.uniform(0.02, 0.06)),
-                 float(rng.uniform(0.13, 0.18)),
-                 1.0 if rng.random() > 0.15 else float(rng.uniform(0.75, 0.95)))
+        shape = (t, float(rng.uniform(0.08, 0.11)), float(rng.uniform(0.04, 0.08)),
+                 float(rng.uniform(0.13, 0.18)))
         self.active.append(shape)
         self.starts.append(t)
         self.last = t
@@ -55,18 +55,18 @@ class BlinkScheduler:
             self._begin(t)
         value = 0.0
         keep = []
-        for start, close_t, hold_t, open_t, depth in self.active:
+        for start, close_t, hold_t, open_t in self.active:
             tt = t - start
             if tt > close_t + hold_t + open_t:
                 continue
-            keep.append((start, close_t, hold_t, open_t, depth))
+            keep.append((start, close_t, hold_t, open_t))
             if tt < close_t:
                 u = tt / close_t
                 v = u * u * (3 - 2 * u)
             else:
                 d = min(1.0, max(0.0, (tt - close_t - hold_t) / open_t))
                 v = 1.0 - d * d * (3 - 2 * d)
-            value = max(value, depth * v)
+            value = max(value, v)
         self.active = keep
         return value
 

@@ -18,7 +18,7 @@ from ..options import GenerationOptions
 from .blinks import blink_curve
 from .controls import CONTROLS, C
 from .features import Features
-from .filters import _ema, _runs, _smooth
+from .filters import _ema, _runs, _smooth, running_max
 from .head import HeadStyle, head_and_brows
 from .mouth import mouth_curves
 
@@ -98,9 +98,11 @@ def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.nda
     """Sample per-hop curves at frame ``times`` (seconds on the curves' own clock).
 
     Smooth curves are averaged over ``width`` seconds (one frame offline, to avoid
-    aliasing; 0 live, where half a frame of waiting would add latency), blinks read
-    instantly (they are fast), and a lip closure near a frame shows in it (see
-    :func:`_closure_frames`). ``offset_s`` moves the mouth (sync correction).
+    aliasing; 0 live, where half a frame of waiting would add latency), a blink shows
+    its most closed moment since the previous frame (a blink holds its closure only
+    20-60 ms: read instantly at 25 fps, many never showed a closed eye and read as a
+    squint), and a lip closure near a frame shows in it (see :func:`_closure_frames`).
+    ``offset_s`` moves the mouth (sync correction).
     """
     mouth_times = times - offset_s
     controls = np.zeros((len(times), len(CONTROLS)), np.float32)
@@ -115,7 +117,8 @@ def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.nda
     controls[:, C["close"]] = np.maximum(controls[:, C["close"]], closure)
     controls[:, C["press"]] = closure
     controls[:, C["brow"]] = _sample(brow, rate, times, width)
-    controls[:, C["blink_r"]] = np.interp(times, np.arange(len(blink)) / rate, blink)
+    held = running_max(blink, max(0, int(round(rate / fps)) - 1), 0)
+    controls[:, C["blink_r"]] = np.interp(times, np.arange(len(blink)) / rate, held)
     controls[:, C["blink_l"]] = controls[:, C["blink_r"]]
     frame_pose = np.stack([_sample(pose[:, k], rate, times, width) for k in range(5)], axis=1)
     return controls, frame_pose.astype(np.float32)

@@ -1,19 +1,20 @@
 """The mouth and eye layers, composited in one compiled pass per frame.
 
-Inside the mouth (or an eye) three layers meet:
+Inside the mouth, back to front: the cavity (never black: dark red-brown from the
+portrait's own lips, darker deep inside and towards the corners, lighter as the mouth
+opens wider), the jaw's layer (tongue and lower teeth, carried by the jaw), the upper
+teeth (on the skull: the portrait's own, or drawn tooth by tooth; see interior.py);
+then the lips' shadows (the upper lip's underside, the lower lip's wet inner edge), all
+clipped by the lips.
 
-* skin: the warped portrait (lips, lids), already in the frame;
-* interior: what the portrait itself shows in its opening (its real teeth, its
-  eyeballs), carried by the head motion only -- so teeth never stretch with the jaw
-  and a closing lid slides over the iris instead of squashing it;
-* cavity (mouth only): where the mouth opens wider than in the portrait, a synthesized
-  dark mouth with a tongue hint (and an upper-teeth band if the portrait shows no
-  teeth), coloured from the portrait's own lips and skin.
+Inside an eye: the eyeball under head motion only, so a closing lid slides over the
+iris instead of squashing it; as the lid closes, what it covers becomes lid skin (the
+photo's own, stretched from just above) with a lash line, so a closed eye reads as
+closed.
 
-The opening is described per pixel column by its upper and lower contour (the
-densified inner lip or lid margin), so coverage is computed analytically: edges are
-antialiased exactly, without rasterizing masks or blurring them. Lips darken a little
-where they curl into the synthesized dark, which reads as depth rather than a cut-out.
+Each opening is described per pixel column by its upper and lower contour (the
+densified inner lip or lid margin), so coverage is computed analytically with the
+photo's own edge width, without rasterizing masks or blurring them.
 """
 
 from __future__ import annotations
@@ -32,57 +33,72 @@ def _clamp01(v: float) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _smooth01(v: float) -> float:  # pragma: no cover - compiled
-    t = _clamp01(v)
-    return t * t * (3.0 - 2.0 * t)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _tongue(t: float, s: float, tongue_on: float) -> float:  # pragma: no cover - compiled
-    """Tongue coverage low in a wide opening (t: 0 top .. 1 bottom, s: -1 .. 1 across)."""
-    ta = 0.0
-    if tongue_on > 0.0:
-        q = 1.0 - (s / 0.7) ** 2
-        ta = _smooth01((t - 0.6) / 0.35) * (q if q > 0.0 else 0.0) * 0.8 * tongue_on
-    return ta
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _teeth(tb: float, s: float, synth_teeth: float) -> tuple[float, float]:  # pragma: no cover
-    """Synthetic upper teeth's coverage and shade at band position ``tb`` (0 = the lip)."""
-    tooth_a = 0.0
-    tooth_shade = 0.0
-    if synth_teeth > 0.0 and tb >= -0.5:
-        # Upper teeth just under the lip: in the lip's shadow at the top, fading
-        # into the dark below and towards the corners; never a flat bright bar.
-        edge = 1.0 - abs(s) ** 2.2
-        edge = edge ** 0.8 if edge > 0.0 else 0.0
-        tooth_a = _smooth01(_clamp01(1.0 - tb) * 2.0) * edge * 0.9
-        lip_shadow = 0.45 + 0.55 * _smooth01(tb * 2.5 + 0.2)
-        tooth_shade = lip_shadow * (0.8 - 0.15 * _clamp01(tb)) * (0.5 + 0.5 * edge)
-    return tooth_a, tooth_shade
+def _sample4(img: np.ndarray, x: float, y: float, out: np.ndarray) -> None:  # pragma: no cover
+    """Bilinear RGBA read of a float32 (h, w, 4) layer; transparent outside."""
+    h, w = img.shape[0], img.shape[1]
+    x0 = int(np.floor(x))
+    y0 = int(np.floor(y))
+    fx = x - x0
+    fy = y - y0
+    for c in range(4):
+        out[c] = 0.0
+    for dy in range(2):
+        yy = y0 + dy
+        if yy < 0 or yy >= h:
+            continue
+        wy = fy if dy else 1.0 - fy
+        for dx in range(2):
+            xx = x0 + dx
+            if xx < 0 or xx >= w:
+                continue
+            wgt = wy * (fx if dx else 1.0 - fx)
+            a = img[yy, xx, 3] * wgt
+            for c in range(3):
+                out[c] += img[yy, xx, c] * a
+            out[3] += a
+    if out[3] > 1e-6:
+        for c in range(3):
+            out[c] /= out[3]
 
 
 @njit(cache=True, nogil=True)
-def composite_opening(out: np.ndarray, inner_img: np.ndarray, y_up: np.ndarray,
-                      y_lo: np.ndarray, own_up: np.ndarray, own_lo: np.ndarray,
-                      own_grow: float, params: np.ndarray, lip: np.ndarray,
-                      teeth: np.ndarray, mode: int) -> None:  # pragma: no cover
-    """Composite an opening into ``out`` (a uint8 RGB box, modified in place).
+def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up: np.ndarray,
+                    own_lo: np.ndarray, aff: np.ndarray,
+                    jaw_shift: np.ndarray, upper: np.ndarray, jaw: np.ndarray,
+                    grain: np.ndarray, origin: np.ndarray, params: np.ndarray,
+                    cavity: np.ndarray, lip: np.ndarray) -> None:  # pragma: no cover
+    """Composite the mouth interior into ``out`` (a uint8 RGB box, in place).
 
-    ``inner_img``: the interior layer (the portrait under head motion only), same box.
-    ``y_up``/``y_lo``: per box column, the opening's upper and lower edge (box pixel
-    rows; lo <= up means closed). ``own_up``/``own_lo``: where the portrait's own
-    interior (teeth) lies in that layer, ``own_grow`` pixels added upwards.
-    ``params``: centre x (box column), half width, pixels per IOD, tongue amount, rim
-    strength, synthetic-teeth flag. ``mode`` 0 = mouth (with cavity), 1 = eye.
+    ``y_up``/``y_lo``: per box column, the opening's upper and lower edge (box rows).
+    ``own_up``/``own_lo``: where the portrait's own opening lies under head motion (inf
+    and -inf where it has none): while the mouth is open no wider than in the photo, the
+    photo's own pixels (already in ``out``) stay there, so a still mouth is the portrait;
+    they give way to the layers below as it opens wider.
+    ``aff`` (2, 3): box pixel -> working-image pixel under head motion only (the skull);
+    ``jaw_shift``: the jaw's displacement in working-image pixels. ``upper``/``jaw``: the
+    RGBA layers of :mod:`facetalk.render.interior` from ``origin``; ``grain``: the photo's
+    noise and the cavity's mottle.
+    ``params``: centre x (box column), half width, output px per IOD, openness 0..1,
+    edge width (px), own-teeth flag, and how much the mouth still looks as in the photo
+    (1 at rest, 0 once it opens a little wider than the photo's own opening).
+    Layers, back to front: cavity, jaw (tongue and lower teeth), upper teeth; then the
+    lips' shadows, all clipped by the lips.
     """
     bh, bw = out.shape[0], out.shape[1]
     xc, half, ppi = params[0], params[1], params[2]
-    tongue_on, rim_k, synth_teeth = params[3], params[4], params[5]
-    near_w = max(1.0, 0.017 * ppi)
-    rim_w = max(1.0, 0.025 * ppi)
-    band_max = 0.075 * ppi
+    openness, edge_w, own, still = params[3], params[4], params[5], params[6]
+    gh, gw = grain.shape[0], grain.shape[1]
+    rim_w = max(1.0, 0.02 * ppi)
+    shadow_w = max(1.0, 0.03 * ppi)
+    thin_h = max(1.5, 0.035 * ppi)
+    lift = 0.35 + 0.65 * openness  # more light gets in as the mouth opens
+    su = np.empty(4)
+    sj = np.empty(4)
+    sa = np.empty(4)
+    lip_dark = np.empty(3)
+    for c in range(3):
+        lip_dark[c] = 0.5 * lip[c]
+
     for x in range(bw):
         yu = y_up[x]
         yl = y_lo[x]
@@ -91,56 +107,123 @@ def composite_opening(out: np.ndarray, inner_img: np.ndarray, y_up: np.ndarray,
             continue
         s = (x - xc) / half
         s = -1.0 if s < -1.0 else (1.0 if s > 1.0 else s)
-        ou = own_up[x] - own_grow
-        ol = own_lo[x] + 1.0
-        # Is the dark next to the lips synthesized (shade the lips) or the portrait's own?
-        # Judged one pixel inside the opening (or at its middle when it is thinner).
-        yt = min(yu + 1.0, 0.5 * (yu + yl))
-        yb = max(yl - 1.0, 0.5 * (yu + yl))
-        own_near_top = _clamp01(yt - ou + 0.5) * _clamp01(ol - yt + 0.5)
-        own_near_bot = _clamp01(yb - ou + 0.5) * _clamp01(ol - yb + 0.5)
+        thin = _clamp01(open_h / thin_h)
+        ou = own_up[x]
+        ol = own_lo[x]
+        rest = still if (np.isfinite(ou) and np.isfinite(ol)) else 0.0
         y_start = max(0, int(yu - 4.0 * rim_w) - 1)
         y_end = min(bh - 1, int(yl + 4.0 * rim_w) + 1)
         for y in range(y_start, y_end + 1):
-            a = _clamp01(y - yu + 0.5) * _clamp01(yl - y + 0.5)
-            rim = 0.0
-            if mode == 0 and rim_k > 0.0:
-                if y < yu:
-                    rim = np.exp(-(yu - y) / rim_w) * (1.0 - own_near_top)
-                elif y > yl:
-                    rim = np.exp(-(y - yl) / rim_w) * (1.0 - own_near_bot)
-                rim *= _clamp01(open_h)  # a hairline opening casts no shadow
-            if a <= 0.0 and rim < 0.004:
-                continue
-            shade = 1.0 - rim_k * rim * (1.0 - a)
+            a = _clamp01((y - yu) / edge_w + 0.5) * _clamp01((yl - y) / edge_w + 0.5)
+            # The lips around the opening: the upper lip's underside in shadow, the lower
+            # lip's inner, wet surface catching the light from above.
+            lip_k = 1.0
+            if y < yu + 0.5:
+                lip_k = 1.0 - 0.22 * np.exp(-(yu - y) / rim_w) * thin * (1.0 - rest)
+            elif y > yl - 0.5:
+                lip_k = 1.0 + 0.10 * np.exp(-(y - yl) / rim_w) * thin * openness * (1.0 - rest)
             if a <= 0.0:
-                for c in range(3):
-                    out[y, x, c] = np.uint8(min(255.0, out[y, x, c] * shade + 0.5))
+                if lip_k != 1.0:
+                    for c in range(3):
+                        v = out[y, x, c] * lip_k
+                        out[y, x, c] = np.uint8(min(255.0, max(0.0, v + 0.5)))
                 continue
-            if mode == 1:
-                for c in range(3):
-                    v = a * inner_img[y, x, c] + (1.0 - a) * out[y, x, c]
-                    out[y, x, c] = np.uint8(min(255.0, max(0.0, v + 0.5)))
-                continue
-            tm = _clamp01(y - ou + 0.5) * _clamp01(ol - y + 0.5)
             t = _clamp01((y - yu) / open_h)
-            # Cavity: deep red-brown, darker at the corners and the back, lighter just
-            # inside the lips; a tongue low in a wide opening; optional teeth band.
-            back = 1.0 - 0.3 * np.exp(-0.5 * ((t - 0.4) / 0.25) ** 2)
-            side = 1.0 - 0.4 * s * s
+            wx = aff[0, 0] * x + aff[0, 1] * y + aff[0, 2] - origin[0]
+            wy = aff[1, 0] * x + aff[1, 1] * y + aff[1, 2] - origin[1]
+            # Cavity: dark red-brown, darkest deep under the upper teeth, lighter towards
+            # the tongue and the lips, darker towards the corners (the buccal corridor).
+            depth = 0.55 + 0.45 * t * t
+            side = 1.0 - 0.5 * s * s
             dy = min(y - yu, yl - y)
-            near = np.exp(-(dy if dy > 0.0 else 0.0) / near_w)
-            ta = _tongue(t, s, tongue_on)
-            band = min(band_max, 0.45 * open_h)
-            tb = (y - yu) / max(band, 1e-3)
-            tooth_a, tooth_shade = _teeth(tb, s, synth_teeth)
+            near = np.exp(-(dy if dy > 0.0 else 0.0) / rim_w)
+            gi = int(wy + 0.5)
+            gj = int(wx + 0.5)
+            g = 0.0
+            mottle = 1.0
+            if 0 <= gi < gh and 0 <= gj < gw:
+                g = grain[gi, gj, 0]
+                mottle = 1.0 + grain[gi, gj, 1]
+            _sample4(jaw, wx - jaw_shift[0], wy - jaw_shift[1], sj)
+            _sample4(upper, wx, wy, su)
+            # The upper teeth shade what lies just below them.
+            _sample4(upper, wx, wy - 0.025 * ppi, sa)
+            tooth_shadow = 1.0 - 0.35 * sa[3] * (1.0 - su[3])
+            lip_shadow = 1.0 - 0.5 * np.exp(-(y - yu if y > yu else 0.0) / shadow_w)
+            low_shadow = 1.0 - 0.2 * np.exp(-(yl - y if y < yl else 0.0) / rim_w)
+            synth = 1.0 - own * su[3]
+            keep = 0.0
+            if rest > 0.0:  # the photo's own opening, wherever it has any coverage
+                keep = rest * _clamp01((y - ou) / edge_w + 1.5) * _clamp01((ol - y) / edge_w + 1.5)
             for c in range(3):
-                base = (0.24 if c == 0 else 0.17) * lip[c] * back * side + 0.16 * lip[c] * near
-                tongue_c = (0.46 if c == 0 else 0.3) * lip[c]
-                cav = base * (1.0 - ta) + tongue_c * ta
-                cav = cav * (1.0 - tooth_a) + teeth[c] * tooth_shade * tooth_a
-                inner = cav
-                if tm > 0.0:
-                    inner = tm * inner_img[y, x, c] + (1.0 - tm) * cav
-                v = a * inner + (1.0 - a) * out[y, x, c] * shade
+                cav = cavity[c] * lift * depth * side * mottle * (1.0 + 0.5 * near)
+                col = cav * (1.0 - sj[3]) + sj[c] * tooth_shadow * (0.7 + 0.3 * lift) * sj[3]
+                col = col * (1.0 - su[3]) + su[c] * su[3]
+                col = col * lip_shadow * low_shadow + g * synth
+                # However shadows and grain stack up, depth stays dark red-brown, not black.
+                col = max(col, 0.5 * cavity[c])
+                # A hairline opening shows lip in shadow, not a dark slit.
+                col = col * thin + lip_dark[c] * (1.0 - thin)
+                v = a * col + (1.0 - a) * out[y, x, c] * lip_k
+                if keep > 0.0:
+                    v = keep * out[y, x, c] + (1.0 - keep) * v
+                out[y, x, c] = np.uint8(min(255.0, max(0.0, v + 0.5)))
+
+
+@njit(cache=True, nogil=True)
+def composite_eye(out: np.ndarray, inner_img: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray,
+                  rest_up: np.ndarray, lid: np.ndarray, lash: np.ndarray,
+                  params: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Composite a (closing) eye into ``out`` (a uint8 RGB box, in place).
+
+    Inside the opening (``y_up`` .. ``y_lo`` per column) the eyeball under head motion
+    (``inner_img``) shows; the lid slides over it. The part of the eye the lid now covers
+    (from its resting margin ``rest_up`` down to its margin now) and the photo's dark lash
+    band that slid down with it are repainted as lid skin (``lid``, shaded darker towards
+    the lashes) with a soft lash line (``lash``) at the margin, so a closed eye reads as
+    closed, not as a dark slit. ``params``: px per IOD, edge width, closure 0..1.
+    """
+    bh, bw = out.shape[0], out.shape[1]
+    ppi, edge_w, closure = params[0], params[1], params[2]
+    lash_w = max(0.7, 0.009 * ppi)
+    band_max = 0.055 * ppi
+    for x in range(bw):
+        yu = y_up[x]
+        yl = y_lo[x]
+        if not (np.isfinite(yu) and np.isfinite(yl)):
+            continue
+        moved = yu - rest_up[x] if np.isfinite(rest_up[x]) else 0.0
+        band = min(0.9 * moved, band_max) if moved > 0.0 else 0.0
+        top = yu - band
+        y_start = max(0, int(top - 2.0 * lash_w) - 1)
+        y_end = min(bh - 1, int(yl + edge_w) + 1)
+        # The column as warped, before anything is painted (the lid's skin is read from it).
+        col = np.empty((bh, 3))
+        for y in range(bh):
+            for c in range(3):
+                col[y, c] = out[y, x, c]
+        for y in range(y_start, y_end + 1):
+            a = _clamp01((y - yu) / edge_w + 0.5) * _clamp01((yl - y) / edge_w + 0.5)
+            w = 0.0
+            src = 0
+            shade = 1.0
+            if band > 0.3 and y <= yu + 0.5:
+                # What the lid now covers, and the dark lash band of the photo that slid
+                # down with it, become the lid's skin: the skin just above, stretched over
+                # it (the photo's own texture), a little darker towards the lashes.
+                w = _clamp01((y - top) / max(2.0, 0.35 * band)) * (1.0 - a)
+                src = int(min(max(top - 1.0 - 0.5 * (y - top), 0.0), bh - 1.0))
+                shade = 1.0 - 0.12 * _clamp01((y - top) / max(band, 1.0))
+            k = 0.0
+            if closure > 0.0:
+                d = (yu - y) / lash_w
+                k = np.exp(-d * d) * closure * (1.0 - a)
+            for c in range(3):
+                v = col[y, c]
+                if a > 0.0:
+                    v = a * inner_img[y, x, c] + (1.0 - a) * v
+                if w > 0.0:
+                    v = v * (1.0 - w) + (0.85 * col[src, c] + 0.15 * lid[c]) * shade * w
+                if k > 0.0:
+                    v = v * (1.0 - 0.6 * k) + lash[c] * 0.6 * k
                 out[y, x, c] = np.uint8(min(255.0, max(0.0, v + 0.5)))

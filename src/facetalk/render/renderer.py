@@ -32,7 +32,8 @@ from ..face import landmarks as L
 from ..face.analysis import FaceModel
 from ..face.framing import Framing
 from ..motion.controls import CONTROLS
-from .layers import composite_opening
+from .interior import MouthSprites, build_mouth
+from .layers import composite_eye, composite_mouth
 from .raster import rasterize_tris, triangles
 from .rig import Rig
 from .rig import warm_up as warm_up_rig
@@ -69,10 +70,12 @@ class Renderer:
     still_i420: np.ndarray  # (H * 3 // 2, W) uint8, the still frame as the encoder takes it
     roi: tuple[int, int, int, int]  # x0, y0, x1, y1 of the moving region (output px)
     interp: int
-    portrait_open: bool  # the portrait shows its own mouth interior (reused when opening)
-    portrait_teeth: bool  # ...and that interior shows teeth
+    portrait_open: bool  # the portrait shows its own mouth interior (kept while at rest)
+    portrait_teeth: bool  # ...and its upper teeth in it (reused when opening)
     lip_rgb: np.ndarray
-    teeth_rgb: np.ndarray
+    mouth: MouthSprites  # the mouth interior's layers (see interior.py)
+    lid_rgb: tuple[np.ndarray, np.ndarray]  # upper-lid skin colour (right, left eye)
+    lash_rgb: np.ndarray
     px_per_iod: float
     gain: np.ndarray  # per-control multiplier adapting the motion to this portrait
     mouth_fit: np.ndarray  # vertex ids whose motion defines the teeth layer's transform
@@ -155,7 +158,7 @@ class Renderer:
                 lids = np.concatenate([dst[rig.eye_up[eye]], dst[rig.eye_lo[eye]]]) - (x0, y0)
                 own = np.concatenate([head[rig.eye_up[eye]], head[rig.eye_lo[eye]]]) - (x0, y0)
                 seams.append((eye, self._box(lids, 0.05 * self.px_per_iod + 4, shape),
-                              self._box(own, 3.0, shape)))
+                              self._box(own, self._eye_margin(), shape)))
         patches = []
         for feature, box, drawn in seams:
             if box is None:
@@ -229,7 +232,7 @@ class Renderer:
             if feature < 0:
                 self._mouth(rgb, dst, head, offset)
             else:
-                self._eye(rgb, dst, head, offset, feature)
+                self._eye(rgb, dst, head, offset, feature, float(controls[BLINK + feature]))
             yuv = self._scratch("patch_yuv", (ph * 3 // 2, pw), np.uint8)
             cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420, dst=yuv)
             sy, su, sv = i420_planes(yuv, pw, ph)
@@ -269,7 +272,7 @@ class Renderer:
         self._mouth(colour, dst, head, offset)
         for eye in (0, 1):
             if controls[BLINK + eye] > 0.02:
-                self._eye(colour, dst, head, offset, eye)
+                self._eye(colour, dst, head, offset, eye, float(controls[BLINK + eye]))
 
     def _rim(self) -> float:
         """Width of the lips' inner rim (px), which the mouth layer shades."""
@@ -326,22 +329,36 @@ class Renderer:
         y_lo = np.interp(xs, lo[ol, 0], lo[ol, 1], left=-np.inf, right=-np.inf)
         return y_up, y_lo
 
-    def _layer(self, head: np.ndarray, ids: np.ndarray, box: tuple[int, int, int, int],
-               offset: tuple[int, int]) -> np.ndarray:
-        """The portrait under head motion only, resampled into ``box``.
+    def _eye_margin(self) -> float:
+        """Margin (px) around an eye's resting contour that its compositing may touch: the
+        lid skin painted over a closing eye is read from just above the resting lid."""
+        return 3.0 + 0.03 * self.px_per_iod
+
+    def _head_affine(self, head: np.ndarray, ids: np.ndarray, box: tuple[int, int, int, int],
+                     offset: tuple[int, int]) -> np.ndarray:
+        """(2, 3) map from ``box`` pixels to working-image pixels under head motion only.
 
         Around one feature the head-only warp is an affine map to within a fraction of
         a pixel; fitting it to that feature's vertices is far cheaper than
         rasterizing a second mesh.
         """
-        bx0, by0, bx1, by1 = box
-        d = head[ids] - (bx0 + offset[0], by0 + offset[1])
+        d = head[ids] - (box[0] + offset[0], box[1] + offset[1])
         a = np.concatenate([d, np.ones((len(ids), 1))], axis=1)
         # Least squares by the normal equations: a 3x3 solve, a tenth of lstsq's cost.
         m = np.linalg.solve(a.T @ a, a.T @ self.src_work[ids])
-        return cv2.warpAffine(self.work, np.ascontiguousarray(m.T), (bx1 - bx0, by1 - by0),
+        return np.ascontiguousarray(m.T)
+
+    def _layer(self, head: np.ndarray, ids: np.ndarray, box: tuple[int, int, int, int],
+               offset: tuple[int, int]) -> np.ndarray:
+        """The portrait under head motion only, resampled into ``box``."""
+        return cv2.warpAffine(self.work, self._head_affine(head, ids, box, offset),
+                              (box[2] - box[0], box[3] - box[1]),
                               flags=self.interp | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REPLICATE)
+
+    def _edge_width(self) -> float:
+        """The photo's own edge width in output px (most of a portrait pixel, at least one)."""
+        return max(1.0, min(0.7 * self.framing.scale, 3.0))
 
     def _mouth(self, colour: np.ndarray, dst: np.ndarray, head: np.ndarray,
                offset: tuple[int, int]) -> None:
@@ -363,34 +380,46 @@ class Renderer:
         else:
             own_up = np.full_like(xs, np.inf)
             own_lo = np.full_like(xs, -np.inf)
-        inner = self._layer(head, self.mouth_fit, box, offset)
+        aff = self._head_affine(head, self.mouth_fit, box, offset)
+        # The lower teeth and tongue ride on the jaw: the incisors, nearer its hinge, move
+        # about 0.8 as far as the chin (the lips move further: they also part on their own).
+        jaw = aff[:, :2] @ (0.8 * (dst[L.CHIN] - head[L.CHIN]))
         left, right = min(up[:, 0].min(), lo[:, 0].min()), max(up[:, 0].max(), lo[:, 0].max())
         open_max = float(np.max(np.where(np.isfinite(y_lo - y_up), y_lo - y_up, 0.0)))
-        tongue = float(np.clip(open_max / (0.1 * self.px_per_iod) - 0.5, 0.0, 1.0))
+        openness = float(np.clip(open_max / (0.2 * self.px_per_iod), 0.0, 1.0))
+        # The photo's own opening is kept while the mouth opens no wider than it anywhere
+        # (one figure for the whole mouth: per column it would cut visible seams).
+        wider = np.where(np.isfinite(own_lo - own_up), (y_lo - y_up) - np.maximum(own_lo - own_up, 0),
+                         0.0)
+        still = 1.0 - float(np.clip(np.nanmax(wider, initial=0.0) / max(1.0, 0.02 * self.px_per_iod),
+                                    0.0, 1.0))
+        m = self.mouth
         params = np.array([(left + right) / 2 - bx0, max((right - left) / 2, 1.0),
-                           self.px_per_iod, tongue, 0.45, 0.0 if self.portrait_teeth else 1.0])
-        grow = max(1.0, 0.015 * self.px_per_iod)
-        composite_opening(colour[by0:by1, bx0:bx1], inner, y_up - by0, y_lo - by0,
-                          own_up - by0, own_lo - by0, grow, params, self.lip_rgb,
-                          self.teeth_rgb, 0)
+                           self.px_per_iod, openness, self._edge_width(),
+                           1.0 if m.own_teeth else 0.0, still])
+        composite_mouth(colour[by0:by1, bx0:bx1], y_up - by0, y_lo - by0, own_up - by0,
+                        own_lo - by0, aff, jaw, m.upper, m.jaw, m.grain, m.origin,
+                        params, m.cavity, self.lip_rgb)
 
     def _eye(self, colour: np.ndarray, dst: np.ndarray, head: np.ndarray,
-             offset: tuple[int, int], eye: int) -> None:
+             offset: tuple[int, int], eye: int, closure: float) -> None:
         rig = self.rig
         up = dst[rig.eye_up[eye]] - offset
         lo = dst[rig.eye_lo[eye]] - offset
-        pts = np.concatenate([head[rig.eye_up[eye]], head[rig.eye_lo[eye]]]) - offset
-        box = self._box(pts, 3.0, colour.shape)
+        rest = head[rig.eye_up[eye]] - offset
+        box = self._box(np.concatenate([rest, head[rig.eye_lo[eye]] - offset]),
+                        self._eye_margin(), colour.shape)
         if box is None:
             return
         bx0, by0, bx1, by1 = box
         xs = np.arange(bx0, bx1, dtype=np.float64)
         y_up, y_lo = self._columns(up, lo, xs)
+        o = np.argsort(rest[:, 0])
+        rest_up = np.interp(xs, rest[o, 0], rest[o, 1], left=np.nan, right=np.nan)
         inner = self._layer(head, self.eye_fit[eye], box, offset)
-        nothing = np.zeros_like(xs)
-        params = np.array([0.0, 1.0, self.px_per_iod, 0.0, 0.0, 0.0])
-        composite_opening(colour[by0:by1, bx0:bx1], inner, y_up - by0, y_lo - by0,
-                          nothing, nothing, 0.0, params, self.lip_rgb, self.teeth_rgb, 1)
+        params = np.array([self.px_per_iod, self._edge_width(), closure])
+        composite_eye(colour[by0:by1, bx0:bx1], inner, y_up - by0, y_lo - by0, rest_up - by0,
+                      self.lid_rgb[eye], self.lash_rgb, params)
 
 
 def i420_planes(buf: np.ndarray, width: int, height: int
@@ -441,10 +470,16 @@ def warm_up() -> None:
     m2 = np.zeros((6, 6, 2), np.float32)  # the renderer's two-channel maps (strided views)
     rasterize_tris(tri, tri, np.ones(1, np.uint8), m2[..., 0], m2[..., 1], None)
     warm_up_rig()
+    # The compositing kernels with the renderer's own argument types (float64 columns and
+    # parameters, float32 layers, uint8 boxes that are strided views of a frame).
     frame = np.zeros((6, 6, 3), np.uint8)
     cols = np.zeros(4)
-    composite_opening(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
-                      cols, 1.0, np.ones(6), np.ones(3), np.ones(3), 0)
+    layer = np.zeros((4, 4, 4), np.float32)
+    composite_mouth(frame[1:5, 1:5], cols, cols + 2.0, cols, cols, np.zeros((2, 3)),
+                    np.zeros(2), layer, layer, np.zeros((4, 4, 2), np.float32), np.zeros(2),
+                    np.ones(7), np.ones(3), np.ones(3))
+    composite_eye(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
+                  np.ones(3), np.ones(3), np.ones(3))
 
 
 def _mean_in(img: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -533,8 +568,8 @@ def _moving_region(rig: Rig, framing: Framing, quality: bool, affine: _Affine
 
 
 def _portrait_colours(face: FaceModel, rig: Rig) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """Lip and synthetic-teeth colours sampled from the portrait itself, and whether the
-    portrait shows its own mouth interior (and teeth in it)."""
+    """Lip and skin colours sampled from the portrait itself, and whether the portrait
+    shows its own mouth interior (and teeth in it)."""
     img, lm = face.image, face.landmarks
     lip_mask = np.zeros(img.shape[:2], np.uint8)
     outer = lm[list(L.MOUTH_OUTER_UP) + list(L.MOUTH_OUTER_LO[::-1]), :2]
@@ -556,9 +591,22 @@ def _portrait_colours(face: FaceModel, rig: Rig) -> tuple[np.ndarray, np.ndarray
         lum = interior_px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         skin_lum = float(skin_rgb @ np.array([0.299, 0.587, 0.114]))
         portrait_teeth = bool(np.percentile(lum, 80) > 0.85 * skin_lum)
-    # Synthetic teeth take the warmth of the portrait's own light (its skin).
-    teeth_rgb = 0.6 * np.array([232.0, 226.0, 212.0]) + 0.4 * skin_rgb
-    return lip_rgb, teeth_rgb, portrait_open, portrait_teeth
+    return lip_rgb, skin_rgb, portrait_open, portrait_teeth
+
+
+def _lid_colours(face: FaceModel, rig: Rig, skin_rgb: np.ndarray
+                 ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Each upper lid's skin colour (between the crease and the brow) and a lash colour."""
+    img, lm = face.image, face.landmarks
+    lids = []
+    for upper in (L.R_LID_UPPER, L.L_LID_UPPER):
+        mask = np.zeros(img.shape[:2], np.uint8)
+        r = max(1, int(0.025 * rig.frame.iod))
+        for idx in upper[1:-1]:
+            cv2.circle(mask, (int(lm[idx, 0]), int(lm[idx, 1])), r, 1, -1)
+        lids.append(_mean_in(img, mask, skin_rgb).astype(np.float64))
+    lash = (lids[0] + lids[1]) / 2 * np.array([0.26, 0.2, 0.18])
+    return (lids[0], lids[1]), lash
 
 
 def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) -> Renderer:
@@ -575,7 +623,7 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
     base = np.ascontiguousarray(_to_work(grid, affine).astype(np.float32))
     still, planes, still_i420 = _still_frames(work, base, interp, framing)
     roi, coarse, coarse_base = _moving_region(rig, framing, quality, affine)
-    lip_rgb, teeth_rgb, portrait_open, portrait_teeth = _portrait_colours(face, rig)
+    lip_rgb, skin_rgb, portrait_open, portrait_teeth = _portrait_colours(face, rig)
     gain = np.ones(len(CONTROLS), np.float32)
     if portrait_teeth:
         # The upper lip already sits on the teeth; raising it would bare a strip of gum.
@@ -585,12 +633,16 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
     eye_fit = tuple(np.unique(np.concatenate([u, lo])) for u, lo in zip(rig.eye_up, rig.eye_lo,
                                                                         strict=True))
     src_work = _to_work(rig.src, affine)
+    mouth = build_mouth(work, lambda xy: _to_work(xy, affine), face.landmarks, rig, lip_rgb,
+                        skin_rgb, face.image, portrait_teeth)
+    lids, lash = _lid_colours(face, rig, skin_rgb)
     kx, ky, rx0, ry0 = affine
     return Renderer(
         rig=rig, framing=framing, work=work, work_affine=(kx, ky, float(rx0), float(ry0)),
         src_work=src_work, src_tri=triangles(src_work, rig.tris), base=base, still=still,
         planes=planes, still_i420=still_i420, roi=roi, interp=interp,
         portrait_open=portrait_open, portrait_teeth=portrait_teeth,
-        lip_rgb=lip_rgb.astype(np.float64), teeth_rgb=teeth_rgb.astype(np.float64),
+        lip_rgb=lip_rgb.astype(np.float64), mouth=mouth,
+        lid_rgb=lids, lash_rgb=lash,
         px_per_iod=rig.frame.iod * framing.scale, gain=gain, mouth_fit=mouth_fit,
         eye_fit=(eye_fit[0], eye_fit[1]), coarse=coarse, coarse_base=coarse_base)

@@ -1,0 +1,405 @@
+"""The mouth interior as anatomy: upper teeth on the skull, lower teeth and tongue on the jaw.
+
+Built once per portrait, in the working image's pixel space (so synthesized pixels are
+sampled exactly like the photo's own: same scale, same resampling, same softness):
+
+* ``upper``: the upper teeth, RGBA. The portrait's own teeth where it shows them, cut at
+  their own lower (incisal) edge so no lip travels with them; otherwise teeth drawn one
+  by one (apparent widths falling off towards the corners, interproximal lines and
+  embrasures, a translucent incisal edge, per-tooth shading), coloured relative to the
+  whites of the eyes.
+* ``jaw``: the lower teeth in front of the tongue, RGBA, carried by the jaw.
+* ``grain``: the photo's own noise, fixed to the head so synthesized pixels do not
+  look clean and do not shimmer; and a soft mottle that keeps the cavity from being
+  one smooth colour.
+
+The cavity behind them depends on the opening of each frame and is shaded per pixel
+by the compositing kernel (see :func:`facetalk.render.layers.composite_mouth`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..face import landmarks as L
+from .rig import Rig
+
+#: Inter-ocular distance of an adult, in millimetres: tooth sizes are given in mm.
+IOD_MM = 63.0
+#: Upper teeth, centre outwards: apparent width (mm, foreshortened by the arch), crown
+#: height below the gum (mm), incisal edge raised above the centrals' (mm), brightness.
+UPPER_TEETH = ((8.6, 10.5, 0.0, 1.0), (5.8, 9.0, 0.6, 0.94), (4.8, 10.0, 0.3, 0.84),
+               (3.4, 8.0, 1.0, 0.7), (2.7, 7.0, 1.7, 0.58), (2.6, 6.0, 2.6, 0.46))
+#: Lower teeth likewise (narrower incisors, a flatter edge).
+LOWER_TEETH = ((5.3, 9.0, 0.0, 1.0), (5.0, 9.0, 0.1, 0.95), (4.5, 10.0, -0.2, 0.86),
+               (3.2, 8.0, 0.5, 0.72), (2.6, 7.5, 1.0, 0.6), (2.6, 7.0, 1.6, 0.48))
+#: Central upper incisal edge below the closed lip line (IOD).
+UPPER_SHOW = 0.058
+#: Vertical overlap of the upper incisors over the lower ones (mm).
+OVERBITE_MM = 1.6
+#: The tongue's top (its dorsum, seen from the front) rises this far above the lower
+#: incisors' edge in the middle (mm).
+TONGUE_ABOVE_MM = 8.5
+
+
+@dataclass(frozen=True)
+class MouthSprites:
+    """The mouth's layers for one portrait, in working-image pixels from ``origin``."""
+
+    upper: np.ndarray  # (h, w, 4) float32 RGBA, straight alpha; colour 0..255
+    jaw: np.ndarray  # (h, w, 4) float32 RGBA: lower teeth over the tongue
+    grain: np.ndarray  # (h, w, 2) float32: fine noise (colour units), the cavity's mottle
+    origin: np.ndarray  # (2,) work px of sprite pixel (0, 0)
+    cavity: np.ndarray  # (3,) float64 colour of the cavity's lit part
+    own_teeth: bool  # upper teeth are the portrait's own
+
+
+def _sclera_rgb(img: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
+    """Mean colour of the whites of the eyes (bright, unsaturated pixels in the eye openings)."""
+    mask = np.zeros(img.shape[:2], np.uint8)
+    for up, lo in ((L.R_EYE_UP, L.R_EYE_LO), (L.L_EYE_UP, L.L_EYE_LO)):
+        poly = lm[list(up) + list(lo[::-1]), :2]
+        cv2.fillPoly(mask, [np.round(poly * 8).astype(np.int32)], 1, shift=3)
+    for iris in (L.R_IRIS, L.L_IRIS):
+        c = lm[iris[0], :2]
+        r = np.linalg.norm(lm[iris[1], :2] - c) * 1.15
+        cv2.circle(mask, (int(round(c[0])), int(round(c[1]))), max(1, int(round(r))), 0, -1)
+    px = img[mask > 0].astype(np.float32)
+    if len(px) < 12:
+        return None
+    # The whites: the brightest third of the least saturated pixels (not lid, not iris).
+    sat = (px.max(axis=1) - px.min(axis=1)) / (px.max(axis=1) + 1.0)
+    lum = px @ np.array([0.299, 0.587, 0.114], np.float32)
+    pale = px[(sat < 0.3) & (lum >= np.percentile(lum, 50))]
+    if len(pale) < 6:
+        return None
+    return pale.mean(axis=0)
+
+
+def photo_grain(img: np.ndarray, lm: np.ndarray, iod: float) -> float:
+    """Standard deviation of the photo's fine-scale noise on the cheeks (colour units)."""
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    hp = gray - cv2.GaussianBlur(gray, (0, 0), 1.2)
+    vals = []
+    r = max(3, int(0.07 * iod))
+    for idx in (50, 280, 101, 330, 36, 266):
+        x, y = int(lm[idx, 0]), int(lm[idx, 1])
+        patch = hp[max(0, y - r):y + r, max(0, x - r):x + r]
+        if patch.size:
+            vals.append(1.4826 * np.median(np.abs(patch - np.median(patch))))
+    return float(np.clip(np.median(vals) if vals else 1.5, 0.6, 6.0))
+
+
+def _chroma(skin: np.ndarray) -> float:
+    """0..1: how colourful the photo is, judged by its skin (0 for black and white)."""
+    lum = float(skin @ np.array([0.299, 0.587, 0.114]))
+    return float(np.clip(np.linalg.norm(skin - lum) / 35.0, 0.0, 1.0))
+
+
+def _with_chroma(rgb: np.ndarray, chroma: float) -> np.ndarray:
+    """``rgb`` with its colour scaled by ``chroma`` (its luma kept)."""
+    lum = float(rgb @ np.array([0.299, 0.587, 0.114]))
+    return lum + (rgb - lum) * chroma
+
+
+def _smooth01(x: np.ndarray) -> np.ndarray:
+    t = np.clip(x, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float, ...], ...],
+               edge_v: float, down: bool, px_mm: float, gaps: float = 0.32
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage, shade and translucency of a row of teeth on a (u, v) grid (mm, face axes).
+
+    ``edge_v`` is the incisal edge of the centrals (mm); ``down`` is True for upper teeth
+    (crowns hang down from the gum to the edge), False for lower teeth (they rise to it).
+    """
+    alpha = np.zeros_like(u)
+    shade = np.zeros_like(u)
+    clear = np.zeros_like(u)
+    # No two teeth quite alike: a little brightness per tooth, fixed for the portrait.
+    rng = np.random.default_rng(len(teeth) + int(down))
+    vary = 1.0 + 0.035 * rng.standard_normal(len(teeth))
+    # ...nor quite level: each edge a little higher or lower, a little tilted (mm).
+    jitter = 0.25 * rng.standard_normal(len(teeth))
+    tilt = 0.2 * rng.standard_normal(len(teeth))
+    au = np.abs(u)
+    aa = 0.5 / px_mm  # half a pixel, in mm: antialiased edges
+    x0 = 0.0
+    for k, (width, height, lift, bright) in enumerate(teeth):
+        x1 = x0 + width
+        xc = 0.5 * (x0 + x1)
+        hw = 0.5 * width
+        rel = (au - xc) / hw  # -1..1 across this tooth (towards the centre .. the corner)
+        edge = edge_v - lift - jitter[k] - tilt[k] * rel if down else edge_v + lift + jitter[k]
+        # Along the tooth: 0 at the incisal edge, 1 at the gum.
+        depth = (edge - v) / height if down else (v - edge) / height
+        # Rounded incisal corners (more rounded on laterals and canines; canines pointed).
+        corner_r = (0.16, 0.3, 0.0, 0.3, 0.3, 0.35)[k] if k < 6 else 0.3
+        if k == 2:  # canine: a shallow point
+            tip = 0.9 * (np.abs(rel) ** 1.4)
+            edge_off = tip
+        else:
+            c = np.clip(np.abs(rel) - (1.0 - corner_r), 0.0, None) / max(corner_r, 1e-3)
+            edge_off = corner_r * hw * (1.0 - np.sqrt(np.clip(1.0 - c * c, 0.0, 1.0)))
+        d_edge = depth * height - edge_off  # mm inside from the (rounded) incisal edge
+        # Neighbours touch (overlap by a pixel): only the gap lines below separate them.
+        inside_x = _smooth01((hw + 2 * aa - np.abs(au - xc)) / (2 * aa) + 0.5)
+        inside_y = _smooth01(d_edge / (2 * aa) + 0.5) * _smooth01((height - depth * height) / 0.6)
+        a = inside_x * inside_y
+        # Convex labial surface: lit in the middle, turning darker towards its sides (what
+        # tells teeth apart at a distance); the cervical third a little darker and warmer;
+        # a soft highlight on the front teeth.
+        across = 1.0 - 0.1 * rel * rel - 0.12 * np.abs(rel) ** 4
+        along = 1.0 - 0.10 * _smooth01((depth - 0.55) / 0.45)
+        hi = 0.07 * np.exp(-((rel + 0.15) ** 2) / 0.08 - ((depth - 0.45) ** 2) / 0.05) * (k < 2)
+        s = bright * vary[k] * (across * along + hi)
+        # Translucent incisal edge (about 1 mm).
+        tr = np.clip(1.0 - d_edge / 1.1, 0.0, 1.0) * (k < 3)
+        take = a > alpha
+        alpha = np.where(take, a, alpha)
+        shade = np.where(take, s, shade)
+        clear = np.where(take, tr, clear)
+        x0 = x1
+    # Interproximal lines: a dark line between neighbours (the midline between the
+    # central incisors included), widening into an embrasure at the incisal edge.
+    x0 = 0.0
+    for width, _, _, _ in ((0.0, 0, 0, 0), *teeth[:-1]):
+        x0 += width
+        d = np.abs(au - x0)
+        line = np.exp(-((d / max(0.25, 0.6 / px_mm)) ** 2))
+        shade *= 1.0 - gaps * line
+    return alpha, shade, clear
+
+
+#: Teeth reflect about this much more than typical skin, per channel: teeth are a warm
+#: off-white, skin is redder, so the skin's colour carries the photo's light onto them.
+TEETH_OVER_SKIN = np.array([1.37, 1.79, 1.76])
+
+
+def _teeth_colour(img: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Teeth colour under this photo's light: the skin's colour times how teeth reflect
+    relative to skin, as bright as the whites of the eyes where they can be seen and
+    always brighter than the skin (eye whites in shadow or behind glasses read dark and
+    often bluish: only their brightness is used)."""
+    weights = np.array([0.299, 0.587, 0.114])
+    hue = np.maximum(skin, 1.0) * TEETH_OVER_SKIN
+    # ...but never bluer than a warm white, whatever the skin (pale, cool-lit, made up).
+    hue[1] = min(hue[1], 0.95 * hue[0])
+    hue[2] = min(hue[2], 0.88 * hue[1])
+    sclera = _sclera_rgb(img, lm)
+    lum = 1.2 * float(skin @ weights) + 15.0
+    if sclera is not None:
+        lum = max(lum, 0.95 * float(sclera @ weights))
+    return np.clip(hue / float(hue @ weights) * min(lum, 230.0), 0, 255)
+
+
+def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
+                rig: Rig, lip_rgb: np.ndarray, skin_rgb: np.ndarray, img: np.ndarray,
+                own_teeth: bool, seed: int = 0) -> MouthSprites:
+    """Precompute the mouth's layers for one portrait (see the module docstring).
+
+    ``to_work`` maps portrait px to working-image px; ``rig`` is the face rig (its rest
+    inner-lip contours and face axes place the teeth).
+    """
+    frame = rig.frame
+    src_w = to_work(rig.src)
+    origin_img = frame.origin
+    o = to_work(origin_img[None, :])[0]
+    # Work px per portrait px (the working image is an axis-aligned rescale).
+    k = float(np.linalg.norm(to_work(origin_img[None, :] + frame.ex[None, :])[0] - o))
+    ppi = frame.iod * k  # work px per IOD
+    px_mm = ppi / IOD_MM
+    ex, ey = frame.ex, frame.ey
+    up_pts = src_w[rig.mouth_up]
+    lo_pts = src_w[rig.mouth_lo]
+    corners = np.concatenate([up_pts, lo_pts])
+    half_w = float(np.max(np.abs((corners - o) @ ex)))
+    # Sprite box: the mouth, plus room for the jaw to drop (the jaw layer) and teeth above.
+    span = max(half_w * 1.25, 0.3 * ppi)
+    top = -0.22 * ppi
+    bottom = 0.45 * ppi
+    cx = o[0]
+    box_x0 = int(np.floor(cx - span * 1.1 - 0.15 * ppi))
+    box_x1 = int(np.ceil(cx + span * 1.1 + 0.15 * ppi))
+    box_y0 = int(np.floor(o[1] + top - abs(ex[1]) * span))
+    box_y1 = int(np.ceil(o[1] + bottom + abs(ex[1]) * span))
+    h, w = box_y1 - box_y0, box_x1 - box_x0
+    gx, gy = np.meshgrid(np.arange(box_x0, box_x1, dtype=np.float64),
+                         np.arange(box_y0, box_y1, dtype=np.float64))
+    d = np.stack([gx - o[0], gy - o[1]], axis=-1)
+    u_mm = (d @ ex) / px_mm
+    v_mm = (d @ ey) / px_mm
+
+    # The upper inner lip at rest, in the middle (face axes, mm): the teeth hang below it.
+    axes = np.stack([ex, ey], 1)
+    up_uv = (up_pts - o) @ axes / px_mm
+    lo_uv = (lo_pts - o) @ axes / px_mm
+    ou, ol = np.argsort(up_uv[:, 0]), np.argsort(lo_uv[:, 0])
+    v_up0 = float(np.interp(0.0, up_uv[ou, 0], up_uv[ou, 1]))
+    v_lo0 = float(np.interp(0.0, lo_uv[ol, 0], lo_uv[ol, 1]))
+    # A photo in black and white (or faded) gets an interior without colour of its own.
+    chroma = _chroma(skin_rgb)
+
+    teeth_rgb = _with_chroma(_teeth_colour(img, lm, skin_rgb), chroma)
+    grain_sd = photo_grain(img, lm, frame.iod) * 1.0
+    rng = np.random.default_rng(seed)
+    grain = np.empty((h, w, 2), np.float32)
+    fine = cv2.GaussianBlur(rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0), 0.5)
+    grain[..., 0] = fine * (grain_sd / max(float(fine.std()), 1e-6))
+    # The cavity is not one smooth colour: folds and shadows of cheeks, palate and throat
+    # as a soft mottle of about +-20 % in brightness, a few millimetres across.
+    coarse = cv2.GaussianBlur(rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0),
+                              max(1.0, 1.6 * px_mm))
+    grain[..., 1] = coarse * (0.2 / max(float(coarse.std()), 1e-6))
+
+    # --- upper teeth ----------------------------------------------------------------
+    upper = np.zeros((h, w, 4), np.float32)
+    if own_teeth:
+        upper = _own_upper(work, box_x0, box_y0, h, w, src_w, rig, ppi)
+        own_px = upper[..., 3] > 0.6
+        if own_px.sum() > 10:
+            teeth_rgb = np.median(upper[own_px][:, :3], axis=0)
+    else:
+        edge = v_up0 + UPPER_SHOW * IOD_MM
+        a, s, tr = _tooth_row(u_mm, v_mm, px_mm, UPPER_TEETH, edge, True, px_mm)
+        col = teeth_rgb[None, None, :] * s[..., None]
+        # Translucent edge: greyer, bluer and partly see-through.
+        blue = _with_chroma(np.array([0.9, 0.92, 0.97]), chroma)
+        col = col * (1.0 - 0.3 * tr[..., None]) + (col * blue) * (0.3 * tr[..., None])
+        upper[..., :3] = col
+        upper[..., 3] = a * (1.0 - 0.25 * tr)
+    upper_edge = v_up0 + UPPER_SHOW * IOD_MM
+
+    # --- jaw: tongue, then lower teeth in front of it -----------------------------------
+    jaw = np.zeros((h, w, 4), np.float32)
+    low_edge = upper_edge - OVERBITE_MM
+    if own_teeth:
+        # Own teeth: the lower incisors tuck under the portrait's own upper edge.
+        own_a = upper[..., 3]
+        rows = np.where(own_a.max(axis=1) > 0.5)[0]
+        if len(rows):
+            low_edge = float(np.median(v_mm[rows[-1], :])) - OVERBITE_MM
+    # A portrait with its mouth open has its jaw dropped already: the lower incisors sit
+    # just behind the lower lip, their tips about at its edge.
+    low_edge = max(low_edge, v_lo0 - 1.5)
+    # Tongue: a dome behind the lower incisors, lit from above, a midline groove.
+    t_half = 0.78 * max(half_w / px_mm, 14.0)
+    t_top = low_edge - TONGUE_ABOVE_MM + 8.0 * (u_mm / t_half) ** 2
+    t_in = (v_mm - t_top)  # mm below the tongue's top edge
+    # The far edge recedes into the dark: it fades in over about 2 mm.
+    t_a = _smooth01(t_in / 3.0) * _smooth01((t_half - np.abs(u_mm)) * px_mm / 3.0)
+    tongue_rgb = _with_chroma(np.clip(lip_rgb * np.array([1.0, 0.74, 0.76])
+                                      + np.array([18.0, 10.0, 12.0]), 0, 255), chroma)
+    light = 0.62 + 0.38 * np.exp(-((t_in - 4.0) / 4.0) ** 2)  # lit where it faces up
+    light *= 1.0 - 0.3 * (u_mm / t_half) ** 2  # its sides curve away
+    groove = 1.0 - 0.15 * np.exp(-((u_mm / 1.0) ** 2)) * _smooth01(t_in / 2.0)
+    tex = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
+    tex = cv2.GaussianBlur(tex, (0, 0), max(0.6, 0.35 * px_mm))
+    tex /= max(float(tex.std()), 1e-6)
+    t_col = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.04 * tex))[..., None]
+    jaw[..., :3] = t_col
+    jaw[..., 3] = t_a
+    a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.1)
+    low_rgb = teeth_rgb * 0.9  # a little in the shadow of the upper teeth
+    col = low_rgb[None, None, :] * s[..., None]
+    a = a * (1.0 - 0.2 * tr)
+    jaw[..., :3] = col * a[..., None] + jaw[..., :3] * (1.0 - a[..., None])
+    jaw[..., 3] = a + jaw[..., 3] * (1.0 - a)
+
+    # Soften the synthesized layers like the photo (its sharpness at this scale).
+    for layer in ((jaw,) if own_teeth else (upper, jaw)):
+        pm = layer[..., :3] * layer[..., 3:4]
+        pm = cv2.GaussianBlur(pm, (0, 0), 0.55)
+        al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
+        layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
+        layer[..., 3] = al
+    cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
+    return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([box_x0, box_y0], float),
+                        cavity=cavity.astype(np.float64), own_teeth=own_teeth)
+
+
+def _teethness(rgb: np.ndarray, lip: np.ndarray) -> np.ndarray:
+    """0..1 per pixel: how much a pixel looks like tooth rather than lip or dark cavity."""
+    f = rgb.astype(np.float32)
+    lum = f @ np.array([0.299, 0.587, 0.114], np.float32)
+    red = (f[..., 0] - f[..., 1]) / (f.sum(axis=-1) + 1.0)
+    lip_red = (lip[0] - lip[1]) / (lip.sum() + 1.0)
+    lip_lum = float(lip @ np.array([0.299, 0.587, 0.114]))
+    bright = _smooth01((lum - 0.85 * lip_lum) / (0.35 * lip_lum + 1.0))
+    pale = _smooth01((lip_red - red) / max(0.6 * lip_red, 0.02))
+    return bright * pale
+
+
+def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.ndarray,
+               rig: Rig, ppi: float) -> np.ndarray:
+    """The portrait's own upper teeth as an RGBA layer, cut at their own lower edge."""
+    H, W = work.shape[:2]
+    ys = np.clip(np.arange(by0, by0 + h), 0, H - 1)
+    xs = np.clip(np.arange(bx0, bx0 + w), 0, W - 1)
+    patch = work[np.ix_(ys, xs)].astype(np.float32)
+    up = src_w[rig.mouth_up] - (bx0, by0)
+    lo = src_w[rig.mouth_lo] - (bx0, by0)
+    cols = np.arange(w, dtype=np.float64)
+    ou, ol = np.argsort(up[:, 0]), np.argsort(lo[:, 0])
+    y_up = np.interp(cols, up[ou, 0], up[ou, 1], left=np.nan, right=np.nan)
+    y_lo = np.interp(cols, lo[ol, 0], lo[ol, 1], left=np.nan, right=np.nan)
+    lip_mask = np.zeros((h, w), np.uint8)
+    poly = np.concatenate([up[ou], lo[ol][::-1]])
+    cv2.fillPoly(lip_mask, [np.round(poly * 8).astype(np.int32)], 1, shift=3)
+    # Lip colour: just outside the inner contour.
+    ring = cv2.dilate(lip_mask, np.ones((5, 5), np.uint8)) - lip_mask
+    lip = patch[ring > 0].mean(axis=0) if ring.sum() > 4 else np.array([170.0, 90.0, 90.0])
+    tn = _teethness(patch, lip)
+    edge = np.full(w, np.nan)
+    for x in range(w):
+        if not (np.isfinite(y_up[x]) and np.isfinite(y_lo[x])) or y_lo[x] - y_up[x] < 1.0:
+            continue
+        y0 = int(np.ceil(y_up[x]))
+        y1 = int(np.floor(y_lo[x]))
+        prof = tn[y0:y1 + 1, x]
+        if prof.size == 0:
+            continue
+        # The first run of tooth from the upper lip down; its end is the incisal edge.
+        hit = np.nonzero(prof > 0.5)[0]
+        if len(hit) == 0 or hit[0] > 0.35 * max(1, y1 - y0) + 2:
+            continue
+        j = hit[0]
+        while j + 1 < len(prof) and prof[j + 1] > 0.4:
+            j += 1
+        edge[x] = y0 + j + 0.5
+    ok = np.isfinite(edge)
+    found = np.nonzero(ok)[0]
+    if len(found) >= 3:
+        # A smooth edge: close to the median of its neighbours (no lip blob below a gap
+        # between teeth, no notch where a shadow ended a run early); columns between
+        # teeth where the edge was not found take it from their neighbours.
+        e = edge.copy()
+        k = max(3, int(0.12 * ppi))
+        for x in found:
+            med = np.nanmedian(edge[max(0, x - k):x + k + 1])
+            e[x] = min(max(edge[x], med - 1.5), med + 0.5)
+        inside = np.arange(found[0], found[-1] + 1)
+        e[inside] = np.interp(inside, found, e[found])
+        edge = e
+    rows = np.arange(h, dtype=np.float64)[:, None]
+    a = np.clip(edge[None, :] - rows + 0.5, 0.0, 1.0)
+    # The photo's own pixels above the edge are kept as they are, gaps and shading
+    # included; beyond the outermost teeth (the dark corridors at the corners of a
+    # smile) the synthesized cavity shows.
+    alpha = np.where(np.isfinite(a), a, 0.0).astype(np.float32)
+    out = np.zeros((h, w, 4), np.float32)
+    # Above the lip line, repeat the teeth's top row (hidden unless the lip rises).
+    col = patch.copy()
+    for x in range(w):
+        if np.isfinite(y_up[x]):
+            r = int(min(max(np.ceil(y_up[x]) + 1, 0), h - 1))
+            col[:r, x] = patch[r, x]
+    out[..., :3] = col
+    out[..., 3] = alpha
+    return out
