@@ -1,8 +1,9 @@
 """Render a sentence and build a contact sheet of real output frames (for docs and review).
 
 Picks, from the decoded MP4 and the re-tracked face: a neutral frame, the widest open
-vowel, a mid opening (half the widest), a closed p/b/m (from espeak-ng's phoneme timings), a rounded vowel, a blink,
-the most turned head, and a zoom on the open mouth. Usage:
+vowel, a mid opening (half the widest), a closed p/b/m (from espeak-ng's phoneme
+timings), a rounded vowel, a blink, the most turned head, and a zoom on the open mouth.
+Usage:
 
     python tools/contact_sheet.py docs/contact_sheet.png [--min-resolution 512] [--portrait P]
 """
