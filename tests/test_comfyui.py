@@ -204,7 +204,7 @@ class _FakeInterrupt(Exception):
     pass
 
 
-@pytest.mark.slow
+@pytest.mark.realtime
 @needs_torch
 def test_comfy_progress_and_cancel_within_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
     """With ComfyUI's hooks present: the bar moves, and an interrupt stops the render within 1 s."""
