@@ -43,6 +43,7 @@ since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap, podman storage, mount, chroot)"
+mkdir -p "$WORK"
 need=()
 for pair in podman:podman debootstrap:debootstrap redis-server:redis-server curl:curl; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
@@ -86,7 +87,7 @@ CA_ARGS=()
 [ -f "$HOST_CA" ] && CA_ARGS=(-v "$HOST_CA:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
 podman build --isolation chroot --format docker --layers "${NO_CACHE[@]}" "${CA_ARGS[@]}" \
   --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" -f Dockerfile . > "$WORK/build.log" 2>&1 \
-  || { tail -40 "$WORK/build.log"; fail "podman build (log: $WORK/build.log)"; }
+  || { tail -40 "$WORK/build.log" || true; fail "podman build (log: $WORK/build.log)"; }
 echo "time: build $(since "$t0") s (log: build/image/build.log)"
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 base_size=$(podman image inspect "$BASE" --format '{{.Size}}')
