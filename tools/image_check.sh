@@ -78,6 +78,7 @@ fi
 
 # ---------------------------------------------------------------- 2. the image
 say "podman build --isolation chroot ${NO_CACHE[*]} -> $IMAGE"
+previous=$(podman image inspect "$IMAGE" --format '{{.Id}}' 2>/dev/null || true)
 t0=$(now)
 # --format docker keeps HEALTHCHECK (the OCI image format has no field for it).
 # pip inside the build trusts what this host trusts (a TLS-intercepting proxy's CA, if any):
@@ -89,6 +90,11 @@ podman build --isolation chroot --format docker --layers "${NO_CACHE[@]}" "${CA_
   --build-arg BASE_IMAGE="$BASE" -t "$IMAGE" -f Dockerfile . > "$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" || true; fail "podman build (log: $WORK/build.log)"; }
 echo "time: build $(since "$t0") s (log: build/image/build.log)"
+# The tag moved: the previous image is ours and unused (its layers stay as build cache).
+current=$(podman image inspect "$IMAGE" --format '{{.Id}}')
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 size=$(podman image inspect "$IMAGE" --format '{{.Size}}')
 base_size=$(podman image inspect "$BASE" --format '{{.Size}}')
 echo "size: image $((size / 1000000)) MB (base $((base_size / 1000000)) MB, facetalk layers $(((size - base_size) / 1000000)) MB)"
@@ -310,4 +316,6 @@ for pid in "$worker_pid" "$serve_pid"; do
   kill -TERM "$pid"; t0=$(now); wait "$pid" && rc=0 || rc=$?
   echo "process $pid stopped by SIGTERM in $(since "$t0") s, exit status $rc"
 done
+dangling=$(podman images --filter dangling=true --quiet | wc -l)
+echo "podman: $dangling untagged images (earlier builds' stages, build cache; 'podman image prune' frees them)"
 say "image check passed: $IMAGE"
