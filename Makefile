@@ -120,3 +120,15 @@ docker-lint:
 
 clean:
 	rm -rf $(VENV) $(TEST_VENV) $(REF_VENV) out .pytest_cache build/arm64 build/hadolint
+
+# The image built with podman from a debootstrap base and run inside with chroot (root,
+# Debian; minutes, network for apt and PyPI): tools/image_check.sh. Not part of `make test`.
+.PHONY: image-check k8s-lint
+image-check:
+	bash tools/image_check.sh
+
+# Kubernetes manifests checked offline: kustomize render (kubectl's, when on PATH), strict
+# schemas (kubernetes-validate from PyPI, in its own small venv) and facetalk's own rules.
+k8s-lint:
+	@test -x build/k8s-validate/bin/kubernetes-validate || ($(PY) -m venv build/k8s-validate && build/k8s-validate/bin/pip install -q 'kubernetes-validate==1.37.0')
+	build/k8s-validate/bin/python deploy/kubernetes/validate.py
