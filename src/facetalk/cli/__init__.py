@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "verify": "facetalk.cli.verify:verify_command",
     "doctor": "facetalk.cli.doctor:doctor",
     "stream-bench": "facetalk.cli.stream_bench:stream_bench",
+    "comfyui": "facetalk.comfyui.cli:comfyui",
 }
 
 

@@ -34,8 +34,8 @@ COMFY_DIR = os.environ.get("FACETALK_COMFYUI_DIR", "")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not COMFY_DIR, reason="FACETALK_COMFYUI_DIR is not set (a ComfyUI checkout to run against)")]
 
-DATA = Path(__file__).parent / "data" / "comfyui"
-ASSETS = Path(__file__).parents[1] / "src" / "facetalk" / "assets"
+DATA = Path(__file__).parents[1] / "data" / "comfyui"
+ASSETS = Path(__file__).parents[2] / "src" / "facetalk" / "assets"
 CLIP_S = 3.0
 
 

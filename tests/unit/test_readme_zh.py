@@ -20,7 +20,7 @@ import pytest
 
 from facetalk.options import GenerationOptions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EN = ROOT / "README.md"
 ZH = ROOT / "README.zh-CN.md"
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("k8s_validate", ROOT / "deploy/kubernetes/validate.py")
 assert _spec and _spec.loader
 kv = importlib.util.module_from_spec(_spec)

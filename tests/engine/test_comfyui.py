@@ -27,8 +27,8 @@ from facetalk.comfyui.nodes import FaceTalkNodeError, build_options, frame_bytes
 from facetalk.errors import InvalidInput, NoFaceFound
 from facetalk.options import field_info
 
-DATA = Path(__file__).parent / "data" / "comfyui"
-ASSETS = Path(__file__).parents[1] / "src" / "facetalk" / "assets"
+DATA = Path(__file__).parents[1] / "data" / "comfyui"
+ASSETS = Path(__file__).parents[2] / "src" / "facetalk" / "assets"
 SONIC = json.loads((DATA / "sonic_nodes.json").read_text())["nodes"]
 #: Defaults that differ from Sonic's on purpose (README "Use in ComfyUI" says why).
 CHANGED_DEFAULTS = {"duration": 0.0, "expand_ratio": 0.2}
