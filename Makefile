@@ -21,6 +21,7 @@ REF_STAMP := $(REF_VENV)/.installed-stamp
 SRC_FILES := $(shell find src/facetalk -type f -not -path '*/__pycache__/*')
 # pytest's own flags for every run: the 15 slowest tests end each report.
 PYTEST := -m pytest -q -p no:cacheprovider --durations=15
+WARM_UP := from facetalk.render.renderer import warm_up; warm_up()
 
 .PHONY: demo test test-fast test-ref lint sysdeps install clean models arm64 docker-lint
 
@@ -87,6 +88,10 @@ test-fast: $(TEST_STAMP)
 # not be shared) and pytest temp folder. Any run failing fails the target.
 test: $(TEST_STAMP) $(REF_STAMP) sysdeps lint
 	@mkdir -p build
+	@# Compile the render kernels into each environment's cache first: on a clean clone the
+	@# first render processes would otherwise compile them under the tests' time limits.
+	NUMBA_CACHE_DIR=$(CURDIR)/$(TEST_VENV)/numba-cache $(TEST_VENV)/bin/python -c "$(WARM_UP)"
+	NUMBA_CACHE_DIR=$(CURDIR)/$(REF_VENV)/numba-cache $(REF_VENV)/bin/python -c "$(WARM_UP)"
 	@$(MAKE) --no-print-directory test-ref > build/test-ref.log 2>&1 & ref=$$!; \
 	NUMBA_CACHE_DIR=$(CURDIR)/$(TEST_VENV)/numba-cache $(TEST_VENV)/bin/python $(PYTEST) \
 	  --basetemp=$(CURDIR)/build/pytest-test -m "not realtime"; main=$$?; \
