@@ -36,10 +36,14 @@ $(STAMP): pyproject.toml $(SRC_FILES)
 	done
 	@touch $(STAMP)
 
+# The test environment also gets torch: the ComfyUI node tests hand frames over as torch
+# tensors, as ComfyUI does. torch is never a dependency of facetalk itself; 2.13.0 is the
+# CPU build pip resolves to on these machines.
 $(TEST_STAMP): pyproject.toml
 	@test -x $(TEST_VENV)/bin/python || $(PY) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/python -m pip install -q --upgrade pip
 	$(TEST_VENV)/bin/python -m pip install -q -e '.[dev,server,queue]' 'numpy>=2'
+	$(TEST_VENV)/bin/python -m pip install -q 'torch==2.13.0'
 	@if $(TEST_VENV)/bin/python -c 'import mediapipe' 2>/dev/null; then \
 	  echo "$(TEST_VENV) must not contain mediapipe"; exit 1; fi
 	@touch $(TEST_STAMP)
@@ -70,7 +74,7 @@ sysdeps:
 demo: $(STAMP)
 	$(BIN)/facetalk demo -o out/demo.mp4
 
-lint: $(TEST_STAMP)
+lint: $(TEST_STAMP) k8s-lint
 	$(TEST_VENV)/bin/ruff check src tests tools
 	$(TEST_VENV)/bin/lint-imports
 
