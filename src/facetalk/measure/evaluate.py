@@ -335,13 +335,20 @@ def evaluate_video(path: str | Path, audio: str | Path | None = None,
     ``audio`` replaces the video's own soundtrack; ``portrait`` (RGB) enables the
     check of how much of the picture outside the head changed.
     """
+    return evaluate_video_track(path, audio, portrait)[0]
+
+
+def evaluate_video_track(path: str | Path, audio: str | Path | None = None,
+                         portrait: np.ndarray | None = None) -> tuple[Evaluation, Track, np.ndarray]:
+    """:func:`evaluate_video`, also returning the track and the 16 kHz audio measured
+    (for phoneme-timed checks without tracking the video twice)."""
     track, sample_frames = track_video(path, keep_every=10 if portrait is not None else 0)
     sound = decode_audio(audio if audio is not None else path)
     ev = evaluate_track(track, sound)
     if portrait is not None and sample_frames:
         ev.background_changed = background_change(portrait, sample_frames, track)
         ev.verdicts = verdicts(ev)
-    return ev
+    return ev, track, sound
 
 
 def track_video(path: str | Path, keep_every: int = 0, device: str | None = None
@@ -494,3 +501,135 @@ def phoneme_report(track: Track, phonemes: list, margin_s: float = 0.02) -> Phon
     return PhonemeReport(
         bilabials=len(closed), bilabials_closed=float(np.mean(closed)) if closed else 1.0,
         open_vowels=len(opened), open_vowels_open=float(np.mean(opened)) if opened else 1.0)
+
+
+#: The same classes in ARPAbet (CMU dictionary, pocketsphinx alignments), and the
+#: articulation classes beyond open/closed. Names are compared case-insensitively for
+#: ARPAbet (stress digits dropped), exactly for eSpeak.
+ARPA_BILABIALS = frozenset({"P", "B", "M"})
+ARPA_OPEN_VOWELS = frozenset({"AA", "AE", "AW", "AY"})
+ROUNDED = frozenset({"UW", "OW", "UH", "OY", "u:", "oU", "U", "OI"})
+SPREAD = frozenset({"IY", "EY", "IH", "i", "i:", "eI", "I"})
+LABIODENTALS = frozenset({"F", "V", "f", "v"})
+#: A labiodental shows when the inner-lip gap gets this small (lower lip at the upper
+#: teeth): below OPEN_GAP's half, not necessarily the full closure of p/b/m.
+LABIODENTAL_GAP = 0.06
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One timed phoneme (seconds) from a timing file or an aligner."""
+
+    name: str
+    start: float
+    end: float
+
+
+def _arpa(name: str) -> str:
+    return name.rstrip("012").upper()
+
+
+def read_phonemes(path: str | Path) -> list[Phone]:
+    """Phoneme timings from a file: TSV lines ``start<TAB>end<TAB>phone`` (seconds; ``#``
+    comments) or JSON ``[{"start": s, "end": s, "phone": name}, ...]``.
+
+    Phone names are eSpeak's or ARPAbet (stress digits allowed); anything else is kept
+    but counts in no class.
+    """
+    import json
+
+    text = Path(path).read_text()
+    if text.lstrip().startswith("["):
+        return [Phone(str(d.get("phone", d.get("name", ""))), float(d["start"]), float(d["end"]))
+                for d in json.loads(text)]
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 3:
+            raise ValueError(f"{path}: expected 'start end phone', got {line!r}")
+        out.append(Phone(parts[2], float(parts[0]), float(parts[1])))
+    return out
+
+
+@dataclass
+class ArticulationReport:
+    """p/b/m, open vowels, rounding and labiodentals on timed phonemes, from a track."""
+
+    bilabials: int
+    bilabials_closed: float
+    open_vowels: int
+    open_vowels_open: float
+    rounded: int
+    spread: int
+    round_spread_width: float  # median mouth width on rounded / on spread vowels (< 1: narrower)
+    labiodentals: int
+    labiodentals_shown: float  # share of f/v where the lip gap gets below LABIODENTAL_GAP
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return asdict(self)
+
+
+def articulation_report(track: Track, phonemes: list, margin_s: float = 0.02  # type: ignore[type-arg]
+                        ) -> ArticulationReport:
+    """Like :func:`phoneme_report`, for eSpeak or ARPAbet names, plus rounding and f/v.
+
+    Width compares the mouth-corner distance in the middle frame of rounded (u, o) and
+    spread (i, e) vowels; a labiodental counts as shown if the gap gets small within it.
+    """
+    gap = np.where(np.isfinite(track.gap), track.gap, np.nan)
+    width = track.width_m
+    closed, opened, rnd, spr, lab = [], [], [], [], []
+    for p in phonemes:
+        a = _arpa(p.name)
+        if p.name in BILABIALS or a in ARPA_BILABIALS:
+            idx = _frames_in(p.start - margin_s, p.end + margin_s, track.fps, track.n)
+            closed.append(bool(np.nanmin(gap[idx]) < CLOSED_GAP))
+        elif p.name in OPEN_VOWELS or a in ARPA_OPEN_VOWELS:
+            idx = _frames_in(p.start, p.end, track.fps, track.n)
+            opened.append(bool(np.nanmax(gap[idx]) >= OPEN_GAP))
+        elif p.name in LABIODENTALS or a in LABIODENTALS:
+            idx = _frames_in(p.start, p.end + margin_s, track.fps, track.n)
+            lab.append(bool(np.nanmin(gap[idx]) < LABIODENTAL_GAP))
+        if p.name in ROUNDED or a in ROUNDED or p.name in SPREAD or a in SPREAD:
+            mid = _frames_in((p.start + p.end) / 2, (p.start + p.end) / 2, track.fps, track.n)
+            w = float(np.nanmean(width[mid])) if np.isfinite(width[mid]).any() else np.nan
+            (rnd if (p.name in ROUNDED or a in ROUNDED) else spr).append(w)
+    ratio = (float(np.nanmedian(rnd) / np.nanmedian(spr))
+             if rnd and spr and np.isfinite(rnd).any() and np.isfinite(spr).any() else float("nan"))
+    return ArticulationReport(
+        bilabials=len(closed), bilabials_closed=float(np.mean(closed)) if closed else float("nan"),
+        open_vowels=len(opened), open_vowels_open=float(np.mean(opened)) if opened else float("nan"),
+        rounded=len(rnd), spread=len(spr), round_spread_width=ratio,
+        labiodentals=len(lab), labiodentals_shown=float(np.mean(lab)) if lab else float("nan"))
+
+
+def align_transcript(audio: np.ndarray, text: str, rate: int = 16000) -> list[Phone]:
+    """ARPAbet phone timings of English ``audio`` (16 kHz mono float) saying ``text``, by
+    offline forced alignment with pocketsphinx's bundled English model.
+
+    pocketsphinx is optional (BSD-2): ``pip install pocketsphinx``. Its frames are 10 ms.
+    """
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        from ..errors import InvalidInput
+
+        raise InvalidInput("aligning a transcript needs pocketsphinx: pip install pocketsphinx "
+                           "(or pass --phonemes with timings from another aligner)") from None
+    if rate != 16000:
+        raise ValueError("align_transcript expects 16 kHz audio")
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    dec = Decoder(samprate=rate, bestpath=False)
+    dec.set_align_text(" ".join(text.lower().split()))
+    for second_pass in (False, True):
+        if second_pass:
+            dec.set_alignment()
+        dec.start_utt()
+        dec.process_raw(pcm, full_utt=True)
+        dec.end_utt()
+    return [Phone(p.name, p.start / 100.0, (p.start + p.duration) / 100.0)
+            for word in dec.get_alignment() for p in word]
