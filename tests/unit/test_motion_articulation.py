@@ -50,11 +50,19 @@ def test_articulation_counts_closures_openings_and_fv() -> None:
     gap = [0.0, 0.01, 0.2, 0.25, 0.2, 0.15, 0.04, 0.15, 0.2, 0.2]
     tr = track(gap)
     ph = [Phone("M", 0.0, 0.06), Phone("AA1", 0.08, 0.2), Phone("B", 0.28, 0.32),
-          Phone("F", 0.23, 0.25), Phone("V", 0.3, 0.31), Phone("a", 0.32, 0.36)]
+          Phone("F", 0.23, 0.25), Phone("V", 0.3, 0.31), Phone("AE", 0.32, 0.36)]
     rep = articulation_report(tr, ph)
     assert rep.bilabials == 2 and rep.bilabials_closed == 0.5  # M closed, B at an open mouth
-    assert rep.open_vowels == 2 and rep.open_vowels_open == 1.0  # ARPAbet with stress, and eSpeak
+    assert rep.open_vowels == 2 and rep.open_vowels_open == 1.0  # with and without stress digit
     assert rep.labiodentals == 2 and rep.labiodentals_shown == 0.5  # F reaches frame 6, V does not
+
+
+def test_espeak_names_are_not_read_as_arpabet() -> None:
+    """eSpeak's "V" is the vowel of "cup", not a /v/; its "f" and "v" are."""
+    tr = track([0.2] * 10)
+    ph = [Phone("m", 0.0, 0.06), Phone("V", 0.08, 0.2), Phone("f", 0.23, 0.25), Phone("aI", 0.3, 0.36)]
+    rep = articulation_report(tr, ph)
+    assert (rep.bilabials, rep.labiodentals, rep.open_vowels) == (1, 1, 1)
 
 
 def test_round_spread_width_ratio() -> None:

@@ -503,14 +503,17 @@ def phoneme_report(track: Track, phonemes: list, margin_s: float = 0.02) -> Phon
         open_vowels=len(opened), open_vowels_open=float(np.mean(opened)) if opened else 1.0)
 
 
-#: The same classes in ARPAbet (CMU dictionary, pocketsphinx alignments), and the
-#: articulation classes beyond open/closed. Names are compared case-insensitively for
-#: ARPAbet (stress digits dropped), exactly for eSpeak.
-ARPA_BILABIALS = frozenset({"P", "B", "M"})
-ARPA_OPEN_VOWELS = frozenset({"AA", "AE", "AW", "AY"})
-ROUNDED = frozenset({"UW", "OW", "UH", "OY", "u:", "oU", "U", "OI"})
-SPREAD = frozenset({"IY", "EY", "IH", "i", "i:", "eI", "I"})
-LABIODENTALS = frozenset({"F", "V", "f", "v"})
+#: The articulation classes beyond open/closed, per naming scheme: eSpeak's (mixed case;
+#: its "V" is the vowel of "cup") and ARPAbet (CMU dictionary, pocketsphinx; stress
+#: digits dropped). A timing file is ARPAbet when every name is upper case letters.
+ESPEAK_CLASSES = {"bilabial": BILABIALS, "open": OPEN_VOWELS,
+                  "rounded": frozenset({"u:", "oU", "U", "OI", "o:", "O:"}),
+                  "spread": frozenset({"i", "i:", "eI", "I", "e"}),
+                  "labiodental": frozenset({"f", "v"})}
+ARPA_CLASSES = {"bilabial": frozenset({"P", "B", "M"}), "open": frozenset({"AA", "AE", "AW", "AY"}),
+                "rounded": frozenset({"UW", "OW", "UH", "OY"}),
+                "spread": frozenset({"IY", "EY", "IH"}),
+                "labiodental": frozenset({"F", "V"})}
 #: A labiodental shows when the inner-lip gap gets this small (lower lip at the upper
 #: teeth): below OPEN_GAP's half, not necessarily the full closure of p/b/m.
 LABIODENTAL_GAP = 0.06
@@ -525,8 +528,12 @@ class Phone:
     end: float
 
 
-def _arpa(name: str) -> str:
-    return name.rstrip("012").upper()
+def _phone_classes(phonemes: list) -> tuple[dict[str, frozenset[str]], bool]:  # type: ignore[type-arg]
+    """The class table for these names, and whether they are ARPAbet."""
+    import re
+
+    arpa = bool(phonemes) and all(re.fullmatch(r"[A-Z]+[012]?", p.name) for p in phonemes)
+    return (ARPA_CLASSES if arpa else ESPEAK_CLASSES), arpa
 
 
 def read_phonemes(path: str | Path) -> list[Phone]:
@@ -582,22 +589,23 @@ def articulation_report(track: Track, phonemes: list, margin_s: float = 0.02  # 
     """
     gap = np.where(np.isfinite(track.gap), track.gap, np.nan)
     width = track.width_m
+    classes, arpa = _phone_classes(phonemes)
     closed, opened, rnd, spr, lab = [], [], [], [], []
     for p in phonemes:
-        a = _arpa(p.name)
-        if p.name in BILABIALS or a in ARPA_BILABIALS:
+        a = p.name.rstrip("012") if arpa else p.name
+        if a in classes["bilabial"]:
             idx = _frames_in(p.start - margin_s, p.end + margin_s, track.fps, track.n)
             closed.append(bool(np.nanmin(gap[idx]) < CLOSED_GAP))
-        elif p.name in OPEN_VOWELS or a in ARPA_OPEN_VOWELS:
+        elif a in classes["open"]:
             idx = _frames_in(p.start, p.end, track.fps, track.n)
             opened.append(bool(np.nanmax(gap[idx]) >= OPEN_GAP))
-        elif p.name in LABIODENTALS or a in LABIODENTALS:
+        elif a in classes["labiodental"]:
             idx = _frames_in(p.start, p.end + margin_s, track.fps, track.n)
             lab.append(bool(np.nanmin(gap[idx]) < LABIODENTAL_GAP))
-        if p.name in ROUNDED or a in ROUNDED or p.name in SPREAD or a in SPREAD:
+        if a in classes["rounded"] or a in classes["spread"]:
             mid = _frames_in((p.start + p.end) / 2, (p.start + p.end) / 2, track.fps, track.n)
             w = float(np.nanmean(width[mid])) if np.isfinite(width[mid]).any() else np.nan
-            (rnd if (p.name in ROUNDED or a in ROUNDED) else spr).append(w)
+            (rnd if a in classes["rounded"] else spr).append(w)
     ratio = (float(np.nanmedian(rnd) / np.nanmedian(spr))
              if rnd and spr and np.isfinite(rnd).any() and np.isfinite(spr).any() else float("nan"))
     return ArticulationReport(
