@@ -14,7 +14,13 @@ from facetalk.motion.controls import C
 from facetalk.motion.features import Features, FeatureStream, analyze
 from facetalk.motion.filters import running_max
 from facetalk.motion.live import MotionStream
-from facetalk.motion.mouth import BRIGHT_WIDTH, bilabial_closures, bright_span, speechiness
+from facetalk.motion.mouth import (
+    BRIGHT_WIDTH,
+    bilabial_closures,
+    bright_span,
+    denoised_shares,
+    speechiness,
+)
 from facetalk.motion.plan import _sample, plan_motion
 from facetalk.options import GenerationOptions
 from helpers import signals
@@ -141,3 +147,19 @@ def test_rounding_follows_a_dark_spectrum_even_if_f2_is_unknown() -> None:
         inside = (t > v0 + 0.1) & (t < v1 - 0.1)
         rnd, spr = p.controls[inside, C["round"]].mean(), p.controls[inside, C["spread"]].mean()
         assert (rnd > spr + 0.1) if name == "u" else (spr > rnd + 0.1), (name, rnd, spr)
+
+
+def test_a_murmur_under_room_noise_still_closes_the_lips() -> None:
+    """The same murmur with noise 16 dB under the vowels: measured as they are, its bands
+    are filled by the noise; with the noise's share taken out it is a murmur again."""
+    murmur = vowel(0.08, ((250, 60),), level=0.3 * 10 ** (-12 / 20))
+    pad = np.zeros(int(0.5 * R), np.float32)
+    x = np.concatenate([pad, vowel(0.3), murmur, vowel(0.3), pad])
+    rng = np.random.default_rng(4)
+    noise = rng.standard_normal(len(x)).astype(np.float32)
+    x = x + noise * np.sqrt(np.mean(vowel(0.3) ** 2) / 10 ** (16 / 10))
+    feat = analyze(x, R)
+    hops = slice(82, 86)
+    assert feat.low_ratio[hops].min() < 0.95  # the noise shows in the raw shares
+    assert denoised_shares(feat)[0][hops].min() > 0.95
+    assert bilabial_closures(feat)[hops].min() == 1.0
