@@ -341,13 +341,20 @@ def evaluate_video(path: str | Path, audio: str | Path | None = None,
     ``audio`` replaces the video's own soundtrack; ``portrait`` (RGB) enables the
     check of how much of the picture outside the head changed.
     """
+    return evaluate_video_track(path, audio, portrait)[0]
+
+
+def evaluate_video_track(path: str | Path, audio: str | Path | None = None,
+                         portrait: np.ndarray | None = None) -> tuple[Evaluation, Track, np.ndarray]:
+    """:func:`evaluate_video`, also returning the track and the 16 kHz audio measured
+    (for phoneme-timed checks without tracking the video twice)."""
     track, sample_frames = track_video(path, keep_every=10 if portrait is not None else 0)
     sound = decode_audio(audio if audio is not None else path)
     ev = evaluate_track(track, sound)
     if portrait is not None and sample_frames:
         ev.background_changed = background_change(portrait, sample_frames, track)
         ev.verdicts = verdicts(ev)
-    return ev
+    return ev, track, sound
 
 
 def track_video(path: str | Path, keep_every: int = 0, device: str | None = None
@@ -533,3 +540,143 @@ def blink_closure(portrait: str | Path, audio: str | Path, options: GenerationOp
     open_gap = float(np.nanmedian(gap[~in_blink])) if (~in_blink).any() else float("nan")
     return np.array([float(np.nanmin(gap[idx])) / open_gap for idx in windows
                      if np.isfinite(gap[idx]).any()])
+
+
+#: The articulation classes beyond open/closed, per naming scheme: eSpeak's (mixed case;
+#: its "V" is the vowel of "cup") and ARPAbet (CMU dictionary, pocketsphinx; stress
+#: digits dropped). A timing file is ARPAbet when every name is upper case letters.
+ESPEAK_CLASSES = {"bilabial": BILABIALS, "open": OPEN_VOWELS,
+                  "rounded": frozenset({"u:", "oU", "U", "OI", "o:", "O:"}),
+                  "spread": frozenset({"i", "i:", "eI", "I", "e"}),
+                  "labiodental": frozenset({"f", "v"})}
+ARPA_CLASSES = {"bilabial": frozenset({"P", "B", "M"}), "open": frozenset({"AA", "AE", "AW", "AY"}),
+                "rounded": frozenset({"UW", "OW", "UH", "OY"}),
+                "spread": frozenset({"IY", "EY", "IH"}),
+                "labiodental": frozenset({"F", "V"})}
+#: A labiodental shows when the inner-lip gap gets this small (lower lip at the upper
+#: teeth): below OPEN_GAP's half, not necessarily the full closure of p/b/m.
+LABIODENTAL_GAP = 0.06
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One timed phoneme (seconds) from a timing file or an aligner."""
+
+    name: str
+    start: float
+    end: float
+
+
+def _phone_classes(phonemes: list) -> tuple[dict[str, frozenset[str]], bool]:  # type: ignore[type-arg]
+    """The class table for these names, and whether they are ARPAbet."""
+    import re
+
+    arpa = bool(phonemes) and all(re.fullmatch(r"[A-Z]+[012]?", p.name) for p in phonemes)
+    return (ARPA_CLASSES if arpa else ESPEAK_CLASSES), arpa
+
+
+def read_phonemes(path: str | Path) -> list[Phone]:
+    """Phoneme timings from a file: TSV lines ``start<TAB>end<TAB>phone`` (seconds; ``#``
+    comments) or JSON ``[{"start": s, "end": s, "phone": name}, ...]``.
+
+    Phone names are eSpeak's or ARPAbet (stress digits allowed); anything else is kept
+    but counts in no class.
+    """
+    import json
+
+    text = Path(path).read_text()
+    if text.lstrip().startswith("["):
+        return [Phone(str(d.get("phone", d.get("name", ""))), float(d["start"]), float(d["end"]))
+                for d in json.loads(text)]
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 3:
+            raise ValueError(f"{path}: expected 'start end phone', got {line!r}")
+        out.append(Phone(parts[2], float(parts[0]), float(parts[1])))
+    return out
+
+
+@dataclass
+class ArticulationReport:
+    """p/b/m, open vowels, rounding and labiodentals on timed phonemes, from a track."""
+
+    bilabials: int
+    bilabials_closed: float
+    open_vowels: int
+    open_vowels_open: float
+    rounded: int
+    spread: int
+    round_spread_width: float  # median mouth width on rounded / on spread vowels (< 1: narrower)
+    labiodentals: int
+    labiodentals_shown: float  # share of f/v where the lip gap gets below LABIODENTAL_GAP
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for JSON output."""
+        return asdict(self)
+
+
+def articulation_report(track: Track, phonemes: list, margin_s: float = 0.02  # type: ignore[type-arg]
+                        ) -> ArticulationReport:
+    """Like :func:`phoneme_report`, for eSpeak or ARPAbet names, plus rounding and f/v.
+
+    Width compares the mouth-corner distance in the middle frame of rounded (u, o) and
+    spread (i, e) vowels; a labiodental counts as shown if the gap gets small within it.
+    """
+    gap = np.where(np.isfinite(track.gap), track.gap, np.nan)
+    width = track.width_m
+    classes, arpa = _phone_classes(phonemes)
+    closed, opened, rnd, spr, lab = [], [], [], [], []
+    for p in phonemes:
+        a = p.name.rstrip("012") if arpa else p.name
+        if a in classes["bilabial"]:
+            idx = _frames_in(p.start - margin_s, p.end + margin_s, track.fps, track.n)
+            closed.append(bool(np.nanmin(gap[idx]) < CLOSED_GAP))
+        elif a in classes["open"]:
+            idx = _frames_in(p.start, p.end, track.fps, track.n)
+            opened.append(bool(np.nanmax(gap[idx]) >= OPEN_GAP))
+        elif a in classes["labiodental"]:
+            idx = _frames_in(p.start, p.end + margin_s, track.fps, track.n)
+            lab.append(bool(np.nanmin(gap[idx]) < LABIODENTAL_GAP))
+        if a in classes["rounded"] or a in classes["spread"]:
+            mid = _frames_in((p.start + p.end) / 2, (p.start + p.end) / 2, track.fps, track.n)
+            w = float(np.nanmean(width[mid])) if np.isfinite(width[mid]).any() else np.nan
+            (rnd if a in classes["rounded"] else spr).append(w)
+    ratio = (float(np.nanmedian(rnd) / np.nanmedian(spr))
+             if rnd and spr and np.isfinite(rnd).any() and np.isfinite(spr).any() else float("nan"))
+    return ArticulationReport(
+        bilabials=len(closed), bilabials_closed=float(np.mean(closed)) if closed else float("nan"),
+        open_vowels=len(opened), open_vowels_open=float(np.mean(opened)) if opened else float("nan"),
+        rounded=len(rnd), spread=len(spr), round_spread_width=ratio,
+        labiodentals=len(lab), labiodentals_shown=float(np.mean(lab)) if lab else float("nan"))
+
+
+def align_transcript(audio: np.ndarray, text: str, rate: int = 16000) -> list[Phone]:
+    """ARPAbet phone timings of English ``audio`` (16 kHz mono float) saying ``text``, by
+    offline forced alignment with pocketsphinx's bundled English model.
+
+    pocketsphinx is optional (BSD-2): ``pip install pocketsphinx``. Its frames are 10 ms.
+    """
+    try:
+        from pocketsphinx import Decoder
+    except ImportError:
+        from ..errors import InvalidInput
+
+        raise InvalidInput("aligning a transcript needs pocketsphinx: pip install pocketsphinx "
+                           "(or pass --phonemes with timings from another aligner)") from None
+    if rate != 16000:
+        raise ValueError("align_transcript expects 16 kHz audio")
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    dec = Decoder(samprate=rate, bestpath=False)
+    dec.set_align_text(" ".join(text.lower().split()))
+    for second_pass in (False, True):
+        if second_pass:
+            dec.set_alignment()
+        dec.start_utt()
+        dec.process_raw(pcm, full_utt=True)
+        dec.end_utt()
+    return [Phone(p.name, p.start / 100.0, (p.start + p.duration) / 100.0)
+            for word in dec.get_alignment() for p in word]

@@ -6,6 +6,8 @@ What the motion model needs to know about speech, per 10 ms hop:
 * voice activity,
 * voicing and pitch (F0) by normalized autocorrelation,
 * the first two formants by LPC: F1 ~ jaw/vowel openness, F2 ~ lip rounding vs spreading,
+* spectral brightness (energy 1.5-3.5 kHz over 0.3-1.2 kHz): rounding vs spreading that
+  recorded voices show reliably (their LPC F2 often lands on the wrong pole),
 * band energies to tell fricatives, nasal murmurs and stop bursts apart.
 
 All of it is vectorized over frames with numpy; a minute of audio takes well under a
@@ -38,6 +40,7 @@ class Features:
     f0: np.ndarray  # Hz, 0 where unvoiced
     f1: np.ndarray  # Hz, first formant (0 where not estimated)
     f2: np.ndarray  # Hz, second formant
+    bright: np.ndarray  # log10 energy 1.5-3.5 kHz over 0.3-1.2 kHz: low for u/o, high for i/e
     low_ratio: np.ndarray  # energy share below 500 Hz (nasal murmur is high)
     labial: np.ndarray  # log10 energy 500-1000 Hz over 1000-2000 Hz; low in /m/ murmurs
     high_ratio: np.ndarray  # energy share above 3 kHz (fricatives, bursts are high)
@@ -60,7 +63,7 @@ class Features:
 BLOCK_HOPS = 2048
 #: Clips shorter than twice this many hops are measured in one block, on one thread.
 MIN_PARALLEL_HOPS = 500
-RAW_FIELDS = ("db", "low", "high", "labial", "flux", "lag", "strength", "f1", "f2")
+RAW_FIELDS = ("db", "low", "high", "labial", "flux", "lag", "strength", "f1", "f2", "bright")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class RawFeatures:
     strength: np.ndarray  # its normalized strength (periodicity)
     f1: np.ndarray
     f2: np.ndarray
+    bright: np.ndarray
     sr: int
 
     @property
@@ -111,7 +115,8 @@ class _Measure:
         freqs = np.fft.rfftfreq(self.nfft, 1 / sr)
         self.bands = {"all": freqs >= 60, "low": (freqs >= 60) & (freqs < 500),
                       "high": freqs >= 3000, "b1": (freqs >= 500) & (freqs < 1000),
-                      "b2": (freqs >= 1000) & (freqs < 2000)}
+                      "b2": (freqs >= 1000) & (freqs < 2000),
+                      "dark": (freqs >= 300) & (freqs < 1200), "light": (freqs >= 1500) & (freqs < 3500)}
         self.prev_log: np.ndarray | None = None
 
     def __call__(self, frames: np.ndarray) -> dict[str, np.ndarray]:
@@ -130,6 +135,10 @@ class _Measure:
         # so little energy between 500 and 1000 Hz relative to 1-2 kHz marks closed lips.
         out["labial"] = np.log10((spec[:, b["b1"]].sum(axis=1) + 1e-12)
                                  / (spec[:, b["b2"]].sum(axis=1) + 1e-12))
+        # Rounded vowels (low F2, lips forward) put little energy above 1.5 kHz, spread ones
+        # (high F2) much: a band ratio needs no formant picking, which fails on real voices.
+        out["bright"] = np.log10((spec[:, b["light"]].sum(axis=1) + 1e-12)
+                                 / (spec[:, b["dark"]].sum(axis=1) + 1e-12))
         logspec = np.log(spec + 1e-10)
         before = logspec[:1] if self.prev_log is None else self.prev_log
         out["flux"] = np.clip(np.diff(np.concatenate([before, logspec]), axis=0), 0, None).mean(axis=1)
@@ -181,7 +190,7 @@ def derive(raw: RawFeatures, floor_db: float, peak_db: float) -> Features:
     voiced = vad & (raw.strength > 0.45)
     f0 = np.where(voiced, raw.sr / np.maximum(raw.lag, 1.0), 0.0)
     return Features(rate=raw.rate, db=db, loud=loud, vad=vad, voiced=voiced, f0=f0,
-                    f1=np.where(vad, raw.f1, 0.0), f2=np.where(vad, raw.f2, 0.0),
+                    f1=np.where(vad, raw.f1, 0.0), f2=np.where(vad, raw.f2, 0.0), bright=raw.bright,
                     low_ratio=raw.low, labial=raw.labial, high_ratio=raw.high,
                     flux=raw.flux, floor_db=floor_db, peak_db=peak_db)
 

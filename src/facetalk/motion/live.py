@@ -12,7 +12,7 @@ from .blinks import BlinkScheduler
 from .features import RawFeatures, derive
 from .filters import LOOKAHEAD_S, ema_alpha
 from .head import HeadStyle, head_and_brows
-from .mouth import f2_span, mouth_curves, strong_f2
+from .mouth import bright_span, f2_span, mouth_curves, strong_f2
 from .plan import frame_controls
 
 
@@ -23,12 +23,16 @@ class _RunningStats:
         self.rate = rate
         self.db: list[float] = []
         self.f2: list[float] = []
+        self.bright: list[float] = []
 
-    def add(self, db: np.ndarray, f2_strong: np.ndarray) -> None:
+    def add(self, db: np.ndarray, f2_strong: np.ndarray, bright: np.ndarray | None = None) -> None:
         self.db.extend(db.tolist())
         self.f2.extend(f2_strong.tolist())
+        if bright is not None:
+            self.bright.extend(bright.tolist())
         del self.db[: max(0, len(self.db) - int(8 * self.rate))]  # the last 8 s
         del self.f2[: max(0, len(self.f2) - 3000)]
+        del self.bright[: max(0, len(self.bright) - 3000)]
 
     def levels(self) -> tuple[float, float]:
         if len(self.db) >= int(1.5 * self.rate):
@@ -41,6 +45,9 @@ class _RunningStats:
 
     def f2_span(self) -> tuple[float, float]:
         return f2_span(np.asarray(self.f2))
+
+    def bright_span(self) -> tuple[float, float]:
+        return bright_span(np.asarray(self.bright))
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,7 @@ class MotionStream:
         settle_to = end_hop - int(round(LOOKAHEAD_S * rate))
         act_alpha = ema_alpha(0.5, rate)  # the same activity curve as plan_motion's
         strong = strong_f2(feat)
+        trusted = strong | (feat.voiced & (feat.loud > 0.4))  # as mouth.bright_range
         for h in range(self.final, settle_to):
             k = h - self.raw_start
             if k < 0:
@@ -123,10 +131,12 @@ class MotionStream:
             self._act += act_alpha * (float(speaking) - self._act)
             self.activity.append(self._act)
             self.blink_curve.append(self.blinks.step(speaking) if self.blinks else 0.0)
-            self.stats.add(feat.db[k:k + 1], feat.f2[k:k + 1] if strong[k] else np.zeros(0))
+            self.stats.add(feat.db[k:k + 1], feat.f2[k:k + 1] if strong[k] else np.zeros(0),
+                           feat.bright[k:k + 1] if trusted[k] else np.zeros(0))
         self.final = max(self.final, settle_to)
         mouth = mouth_curves(feat, self.options.dynamic_scale, self.options.smooth_motion,
-                             self.stats.f2_span(), lookahead_s=LOOKAHEAD_S)
+                             self.stats.f2_span(), lookahead_s=LOOKAHEAD_S,
+                             bright_span=self.stats.bright_span())
         t0 = self.raw_start / rate
         act = np.array(self.activity[:feat.n])
         act = np.concatenate([act, np.full(feat.n - len(act), self._act)])

@@ -4,7 +4,8 @@ The mouth reads the sound, not words, so it works in any language:
 
 * opening follows loudness, scaled by vowel openness (F1) and reduced for voiceless
   consonants;
-* lips round for low F2 (o/u) and spread for high F2 (i/e), relative to this speaker;
+* lips round for a dark spectrum (o/u: low F2) and spread for a bright one (i/e: high
+  F2), relative to this speaker;
 * lips close in silence, in stop closures (the short silence before a p/b burst) and in
   nasal murmurs (m/n);
 * onsets are anticipated (lips move before the sound) and every curve is smoothed
@@ -30,6 +31,16 @@ ANTICIPATION_S = 0.04
 #: A nasal murmur whose labial index (see features) is below this is an /m/.
 LABIAL_MAX = -0.4
 
+#: A stop closure dips this far (dB) below the speech around it, or less in noise (never
+#: below STOP_DIP_MIN_DB); see bilabial_closures.
+STOP_DIP_DB = 14.0
+STOP_DIP_MIN_DB = 6.0
+#: A voice bar or murmur (voiced, almost all energy below 500 Hz) closes the lips from
+#: this far below the loudest sound around it. 10 dB suited eSpeak; recorded /m/ and /b/
+#: murmurs sit only 6-12 dB under their vowels (tune speakers of the voices set: p/b/m
+#: closed 71 % -> 88 % at 6 dB; vowels and l/w/r unchanged).
+BAR_DIP_DB = 6.0
+
 
 def strong_f2(feat: Features) -> np.ndarray:
     """Hops whose F2 is trusted for this speaker's range: loud, voiced, with a formant."""
@@ -50,12 +61,40 @@ def f2_range(feat: Features) -> tuple[float, float]:
     return f2_span(feat.f2[strong_f2(feat)])
 
 
+#: Width of a speaker's brightness span (log10 units): the 10th-90th percentile width of
+#: the tune speakers' loud voiced hops is 1.9-2.8, eSpeak's 1.4-1.8.
+BRIGHT_WIDTH = 2.2
+
+
+def bright_span(values: np.ndarray) -> tuple[float, float]:
+    """A brightness span (see features) BRIGHT_WIDTH wide, centred between the 10th and
+    90th percentile of trusted values; a typical one (recorded and eSpeak voices centre
+    near -1.3) until more than 20 values are known.
+
+    Only the centre is measured: a live voice that has said only a few u's and i's has
+    unsteady tails, and a span cut at them moved the lips away from the offline driver's.
+    """
+    if len(values) > 20:
+        lo, hi = np.percentile(values, [10, 90])
+        centre = float(lo + hi) / 2
+    else:
+        centre = -1.3
+    return centre - BRIGHT_WIDTH / 2, centre + BRIGHT_WIDTH / 2
+
+
+def bright_range(feat: Features) -> tuple[float, float]:
+    """This speaker's brightness span over the hops whose F2 would be trusted."""
+    return bright_span(feat.bright[strong_f2(feat) | (feat.voiced & (feat.loud > 0.4))])
+
+
 def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
                  f2_span: tuple[float, float] | None = None,
-                 lookahead_s: float = OFFLINE_LOOKAHEAD_S) -> dict[str, np.ndarray]:
+                 lookahead_s: float = OFFLINE_LOOKAHEAD_S,
+                 bright_span: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """Mouth controls at the feature rate (100 per second).
 
-    ``f2_span`` places F2 between rounded and spread; default: measured on ``feat``.
+    ``bright_span`` places the spectrum's brightness between rounded and spread; default:
+    measured on ``feat``. ``f2_span`` is no longer used for the lips (kept for callers).
     ``lookahead_s`` is the future the driver can afford (see OFFLINE_LOOKAHEAD_S).
     """
     rate = feat.rate
@@ -86,15 +125,16 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     press = bilabial_closures(feat)
     target *= 1.0 - press
 
-    # Rounding / spreading from F2, placed within this speaker's own F2 range (its 10th
-    # to 90th percentile over loud voiced frames), so voices of any size are treated
-    # alike: the low end is rounded (o, u), the high end spread (i, e).
-    f2 = feat.f2
-    ok = voiced & (f2 > 0)
-    lo, hi = f2_span if f2_span is not None else f2_range(feat)
-    rel = np.where(ok, (f2 - lo) / (hi - lo), 0.5)
-    rnd = np.clip((0.35 - rel) / 0.25, 0.0, 1.0) * ok
-    spr = np.clip((rel - 0.65) / 0.25, 0.0, 1.0) * ok
+    # Rounding / spreading from the spectrum's brightness, placed within this speaker's
+    # own range (10th to 90th percentile over loud voiced hops), so voices of any size are
+    # treated alike: the dark end is rounded (o, u), the bright end spread (i, e). LPC's
+    # F2 was used before: on recorded voices (voices set, tune speakers) it put u/o and
+    # i/e at the same median place in the span; brightness puts them at 0.05 and 0.79.
+    ok = feat.voiced
+    lo, hi = bright_span if bright_span is not None else bright_range(feat)
+    rel = np.where(ok, (feat.bright - lo) / (hi - lo), 0.5)
+    rnd = np.clip((0.4 - rel) / 0.35, 0.0, 1.0) * ok
+    spr = np.clip((rel - 0.6) / 0.35, 0.0, 1.0) * ok
     gate = np.clip(loud * 2.0, 0, 1) * speech * voice
     rnd, spr = rnd * gate, spr * gate
 
@@ -134,10 +174,11 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
 
     Speech alternates voiced and voiceless sounds (about a quarter of its active time
     is voiceless: fricatives, bursts) several times a second, and its pitch glides.
-    Tones and instrumental music are almost always voiced, change voicing rarely and
-    hold each pitch. Scored over the last ``history_s`` seconds and ``ahead_s`` ahead
-    so a long vowel inside speech still counts as speech; the mouth opening is scaled
-    by it, so a tone or a tune leaves the mouth at rest instead of chattering. With
+    Tones, beeps and instrumental music are almost always voiced, change voicing rarely
+    and hold each pitch; noise and breathing are almost never voiced. Scored over the
+    last ``history_s`` seconds and ``ahead_s`` ahead so a long vowel inside speech
+    still counts as speech; the mouth opening is scaled by it, so a tone or a tune
+    leaves the mouth at rest instead of chattering. With
     little look-ahead (live), a new sound is trusted until it can be judged.
     """
     n = feat.n
@@ -148,6 +189,9 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
     act = feat.vad.astype(float)
     voiced = (feat.voiced & feat.vad)
     unvoiced = (feat.vad & ~feat.voiced).astype(float)
+    # Frication: voiceless sound with its energy up high (s, f, sh, bursts). A beep's or a
+    # note's edges are voiceless too, but quiet and dull: they must not pass for speech.
+    fric = (feat.vad & ~feat.voiced & (feat.high_ratio > 0.3)).astype(float)
     trans = np.zeros(n)
     trans[1:] = (voiced[1:] != voiced[:-1]) & feat.vad[1:] & feat.vad[:-1]
     f0 = np.maximum(feat.f0, 1.0)
@@ -157,12 +201,17 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
     steady[1:] = pair[1:] * (np.abs(np.diff(np.log2(f0))) < 0.004)
     active = _window_sum(act, before, after)
     u = _window_sum(unvoiced, before, after) / np.maximum(active, 1.0)
+    uf = _window_sum(fric, before, after) / np.maximum(active, 1.0)
     t = _window_sum(trans, before, after) / ((before + after) / feat.rate)
     st = _window_sum(steady, before, after) / np.maximum(_window_sum(pair, before, after), 1.0)
     score = np.clip(0.6 * np.clip(u / 0.1, 0, 1) + 0.4 * np.clip((t - 2.0) / 4.0, 0, 1), 0, 1)
-    # Held pitch with hardly any voiceless sound: an instrument, not a voice.
-    held = np.clip((st - 0.55) / 0.25, 0, 1) * (1.0 - np.clip(u / 0.05, 0, 1))
-    score *= 1.0 - held
+    # Held pitch with hardly any frication: an instrument or a beep, not a voice (speech
+    # holds its pitch in at most 45 % of voiced hop pairs, beeps in 87 %).
+    held = np.clip((st - 0.55) / 0.25, 0, 1) * (1.0 - np.clip(uf / 0.05, 0, 1))
+    # Almost nothing voiced: noise, breathing, clicks. Speech is voiceless in at most
+    # about 60 % of any 2 s (voices set: 5th-95th percentile 16-62 %), noise in 93-99 %.
+    noise = np.clip((u - 0.75) / 0.15, 0, 1)
+    score *= (1.0 - held) * (1.0 - noise)
     score[active < 10] = 1.0  # too little sound around to judge: trust the level
     return _ema(score, 0.12, feat.rate)
 
@@ -174,8 +223,9 @@ def bilabial_closures(feat: Features) -> np.ndarray:
       right after speech. p, b but also t, d, k, g look alike here: their place of
       articulation is not told apart, so alveolar and velar stops close the lips
       briefly too (visually a blink of the lips, not a wrong shape).
-    * A voice bar (voiced closure of b, d, g; or humming) is a weak, almost purely
-      low-frequency stretch of voicing, at least 20 ms, clearly below the vowels.
+    * A voice bar (voiced closure of b, d, g; or humming; or a recorded /m/ murmur) is a
+      weak, almost purely low-frequency stretch of voicing, at least 20 ms, below the
+      vowels (BAR_DIP_DB).
     * A nasal murmur is voiced, quieter than the neighbouring vowels, with its energy
       below 500 Hz; only murmurs with the labial cue (see features) close the lips: /m/
       yes, /n/ and /ng/ no.
@@ -189,11 +239,16 @@ def bilabial_closures(feat: Features) -> np.ndarray:
     env = running_max(feat.db, int(0.075 * rate), ahead)
     env_long = running_max(feat.db, int(0.15 * rate), ahead)
     after_speech = running_max(feat.vad.astype(np.int8), 8, 0) > 0
-    for s, e in _runs((feat.db < env_long - 14.0) & after_speech):
+    # A closure silences the mouth, so its dip can go no lower than the room's noise:
+    # in a noisy room (10 dB SNR) 14 dB is never reached. Ask for 70 % of the way down
+    # to the floor, between STOP_DIP_MIN_DB and STOP_DIP_DB.
+    depth = np.clip(0.7 * (env_long - feat.floor_db), STOP_DIP_MIN_DB, STOP_DIP_DB)
+    for s, e in _runs((feat.db < env_long - depth) & after_speech):
         if (e - s) / rate >= 0.03:
             press[s:e] = 1.0
-    bar = (feat.voiced & (feat.low_ratio > 0.95) & (feat.high_ratio < 0.03)
-           & (feat.db < env_long - 10.0))
+    low, high = denoised_shares(feat)
+    bar = (feat.voiced & (low > 0.95) & (high < 0.03) & (feat.db < env_long - BAR_DIP_DB)
+           & (feat.db > feat.floor_db + 3.0))
     for s, e in _runs(bar):
         if (e - s) / rate >= 0.02:
             press[s:e] = 1.0
@@ -204,6 +259,25 @@ def bilabial_closures(feat: Features) -> np.ndarray:
         if (e - s) / rate >= 0.03:
             press[s:e] = 1.0
     return press
+
+
+def denoised_shares(feat: Features) -> tuple[np.ndarray, np.ndarray]:
+    """Energy shares below 500 Hz and above 3 kHz with the room's noise taken out.
+
+    Noise (or music) under a murmur fills the bands a murmur leaves empty, so its share
+    below 500 Hz falls from 0.99 to 0.8 at 10 dB SNR. The noise's own shares are those
+    of the quietest hops (within 3 dB of the floor), its power the floor's; both are
+    subtracted. Where nothing is that quiet, the shares are returned as measured.
+    """
+    quiet = feat.db < feat.floor_db + 3.0
+    if quiet.sum() <= 5:
+        return feat.low_ratio, feat.high_ratio
+    power = 10 ** (feat.db / 10.0)
+    noise = 10 ** (feat.floor_db / 10.0)
+    signal = np.maximum(power - noise, 1e-12)
+    low = (feat.low_ratio * power - float(np.median(feat.low_ratio[quiet])) * noise) / signal
+    high = (feat.high_ratio * power - float(np.median(feat.high_ratio[quiet])) * noise) / signal
+    return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
 def burst_onsets(feat: Features) -> np.ndarray:

@@ -58,12 +58,19 @@ def _xcorr_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> float:
 
 
 def _sample(curve: np.ndarray, rate: float, times: np.ndarray, width: float) -> np.ndarray:
-    """Values at ``times`` (s), averaged over ``width`` seconds to avoid aliasing."""
+    """Values at ``times`` (s), averaged over ``width`` seconds to avoid aliasing.
+
+    The average must be centred on each time: an even-length box (4 hops for a 25 fps
+    frame) padded k//2 before and k//2 - 1 after is centred half a hop early, which drew
+    every frame from 5 ms before its time (a mouth 5 ms behind the sound, on any voice).
+    """
     k = max(1, int(round(width * rate)))
+    centre = 0.0
     if k > 1:
         kernel = np.ones(k) / k
         curve = np.convolve(np.pad(curve, (k // 2, k - 1 - k // 2), mode="edge"), kernel, "valid")
-    grid = np.arange(len(curve)) / rate
+        centre = (k - 1) / 2 - k // 2  # where output i's window is centred, in hops from i
+    grid = (np.arange(len(curve)) + centre) / rate
     return np.interp(times, grid, curve)
 
 
@@ -139,8 +146,11 @@ def plan_motion(feat: Features, n_frames: int, options: GenerationOptions) -> Mo
         offset_s = options.sync_offset_ms / 1000.0
     elif options.lip_sync_correction and feat.vad.sum() > rate * 0.5:
         # Only the offline driver can afford this: it needs the whole recording.
+        # Against the sound's amplitude, as a viewer (and facetalk eval) compares them: the
+        # log loudness rises before the amplitude and falls after it, so it read the
+        # deliberate anticipation of onsets as the mouth being early and delayed it.
         opening = mouth["jaw"]
-        env = _smooth(feat.loud * feat.vad, 0.02, rate)
+        env = _smooth(np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0) * feat.vad, 0.02, rate)
         lag = _xcorr_lag(opening, env, int(MAX_CORRECTION_S * rate)) / rate
         offset_s = -float(np.clip(lag, -MAX_CORRECTION_S, MAX_CORRECTION_S))
 
@@ -164,7 +174,8 @@ def _pad_silence(feat: Features, n: int) -> Features:
     return Features(
         rate=feat.rate, db=pad(feat.db, feat.floor_db - 20), loud=pad(feat.loud, 0.0),
         vad=pad(feat.vad, False), voiced=pad(feat.voiced, False), f0=pad(feat.f0, 0.0),
-        f1=pad(feat.f1, 0.0), f2=pad(feat.f2, 0.0), low_ratio=pad(feat.low_ratio, 0.0),
+        f1=pad(feat.f1, 0.0), f2=pad(feat.f2, 0.0), bright=pad(feat.bright, 0.0),
+        low_ratio=pad(feat.low_ratio, 0.0),
         labial=pad(feat.labial, 0.0),
         high_ratio=pad(feat.high_ratio, 0.0), flux=pad(feat.flux, 0.0),
         floor_db=feat.floor_db, peak_db=feat.peak_db)
