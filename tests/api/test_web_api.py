@@ -27,10 +27,10 @@ from facetalk.face.analysis import analyze_face
 from facetalk.face.framing import plan_framing
 from facetalk.media.image import load_portrait
 from facetalk.options import FRAMINGS, PRESETS, GenerationOptions, field_info
-from facetalk.service.app import create_app
+from facetalk.service.api import create_app
+from facetalk.service.helpers.analyzer import peaks
 from facetalk.service.settings import ServiceSettings
 from facetalk.service.web import PAGE_FILES, static_dir
-from facetalk.service.web.analyzer import peaks
 from facetalk.settings import Limits
 from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone
 

@@ -16,7 +16,7 @@ from typing import Any
 import av
 import httpx
 
-from facetalk.service.store import CANCELLED, FAILED, SUCCEEDED
+from facetalk.service.jobs.store import CANCELLED, FAILED, SUCCEEDED
 
 TINY = {"min_resolution": "256", "inference_steps": "5"}
 

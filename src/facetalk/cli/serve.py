@@ -96,7 +96,7 @@ def serve(log_level: str, access_log: bool, device: str | None, **flags: Any) ->
         import uvicorn
 
         from ..service import logs
-        from ..service.app import create_app
+        from ..service.api import create_app
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         click.echo(f"error: the HTTP service needs {exc.name}", err=True)
         click.echo("hint: pip install 'facetalk[server]'", err=True)
@@ -159,7 +159,7 @@ def worker(queue: str | None, storage: str | None, concurrency: int | None, name
     """Render jobs from a Celery/Redis queue (SIGTERM hands running jobs back and stops)."""
     env = os.environ
     try:
-        from ..service.celery_worker import WorkerSettings, run_worker
+        from ..service.celery.worker import WorkerSettings, run_worker
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         click.echo(f"error: the worker needs {exc.name}", err=True)
         click.echo("hint: pip install 'facetalk[server,queue]'", err=True)

@@ -15,7 +15,7 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import Unauthorized
+from ..errors import Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/live"})
 

@@ -20,11 +20,9 @@ job's outcome travels through the state in ``redis_state``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 
-from .redis_state import CELERY_QUEUE, TASK_NAME
+from .state import CELERY_QUEUE
 
 
 def make_celery(broker_url: str, visibility_timeout: float) -> Celery:
@@ -59,12 +57,5 @@ def make_celery(broker_url: str, visibility_timeout: float) -> Celery:
         # A render process imports the engine when it starts (several seconds on a small box).
         worker_proc_alive_timeout=120.0,
     )
-
-    @app.task(name=TASK_NAME, bind=True, max_retries=None)
-    def render(self: Any, job_id: str, gen: int) -> str:
-        """Render one job (runs in a worker's render process; see ``celery_worker``)."""
-        from .celery_worker import run_job
-
-        return run_job(self, job_id, int(gen))
 
     return app

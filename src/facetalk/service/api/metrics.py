@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from .queue import JobQueue
-from .store import SUCCEEDED, Job
+from ..jobs.queue import JobQueue
+from ..jobs.store import SUCCEEDED, Job
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import InvalidInput
+from ...errors import InvalidInput
 from .storage import Storage
 
 

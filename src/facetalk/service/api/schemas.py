@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..options import PRESETS, field_info
+from ...options import PRESETS, field_info
 
 _JSON_TYPES = {"int": "integer", "float": "number", "bool": "boolean", "str": "string"}
 _PY_TYPES: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}

@@ -50,10 +50,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from ..errors import FacetalkError, InvalidInput, LimitExceeded
-from ..options import GenerationOptions
-from ..stream import STREAM_RATE, Avatar, Stream
-from .errors import ServiceError
+from ...errors import FacetalkError, InvalidInput, LimitExceeded
+from ...options import GenerationOptions
+from ...stream import STREAM_RATE, Avatar, Stream
+from ..errors import ServiceError
 
 _log = logging.getLogger("facetalk.service.live")
 
@@ -177,7 +177,7 @@ def speak_pcm16(text: str) -> bytes:
     """A sentence spoken by espeak-ng, as 16 kHz mono PCM16."""
     from scipy.signal import resample_poly
 
-    from ..media import tts
+    from ...media import tts
 
     text = text.strip()
     if not text:
@@ -295,7 +295,7 @@ def live_router(storage: Path, api_keys: tuple[str, ...], max_input_bytes: int) 
 
     @router.get("/live", include_in_schema=False)
     async def live_page() -> HTMLResponse:
-        page = resources.files("facetalk.service") / "live_static" / "live.html"
+        page = resources.files("facetalk.service.web") / "static" / "live.html"
         return HTMLResponse(page.read_text(encoding="utf-8"),
                             headers={"Cache-Control": "no-cache"})
 

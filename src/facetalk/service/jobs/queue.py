@@ -1,16 +1,19 @@
 """The queue interface the HTTP layer talks to; backends implement it.
 
-The embedded backend (``embedded.EmbeddedQueue``: SQLite + local render processes) is
-the default. The Celery + Redis backend (``celery_backend.CeleryQueue``, chosen by a
-``redis://`` queue URL) implements the same methods, so the routes, the job states,
+The embedded backend (``embedded.queue.EmbeddedQueue``: SQLite + local render processes)
+is the default. The Celery + Redis backend (``celery.backend.CeleryQueue``, chosen by a
+``redis://`` queue URL, see ``BACKENDS``) implements the same methods, so the routes, the job states,
 progress, cancel and the SSE stream do not change with it.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-from .settings import ServiceSettings
+from ...errors import InvalidInput
+from ..settings import ServiceSettings
 from .storage import Storage
 from .store import Job, NewJob, StateListener
 
@@ -68,17 +71,30 @@ class JobQueue(Protocol):
         """The render workers: name, alive, busy, current jobs, heartbeat, counters."""
 
 
+#: Queue URL scheme -> "module:class" of the backend. The interface imports no backend:
+#: a backend's module (and its dependencies, e.g. Celery) loads only when it is chosen.
+BACKENDS: dict[str, str] = {
+    "": "facetalk.service.embedded.queue:EmbeddedQueue",
+    "redis": "facetalk.service.celery.backend:CeleryQueue",
+    "rediss": "facetalk.service.celery.backend:CeleryQueue",
+}
+#: What to install when a backend's module is missing a dependency.
+_EXTRAS = {"redis": "server,queue", "rediss": "server,queue"}
+
+
 def open_queue(settings: ServiceSettings) -> JobQueue:
-    """The backend the settings ask for: embedded by default, Celery for a redis:// URL."""
-    if settings.queue:
-        try:
-            from .celery_backend import CeleryQueue
-        except ModuleNotFoundError as exc:
-            from ..errors import InvalidInput
-
-            raise InvalidInput(f"the Celery queue needs {exc.name}",
-                               hint="pip install 'facetalk[server,queue]'") from None
-        return CeleryQueue(settings)
-    from .embedded import EmbeddedQueue
-
-    return EmbeddedQueue(settings)
+    """The backend the settings' queue URL names: embedded by default, Celery for redis://."""
+    scheme = urlsplit(settings.queue).scheme if settings.queue else ""
+    if scheme not in BACKENDS:
+        raise InvalidInput(f"no queue backend for {scheme}:// URLs",
+                           hint=f"Known: {', '.join(s + '://' for s in BACKENDS if s)}")
+    module_name, _, class_name = BACKENDS[scheme].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("facetalk"):
+            raise
+        raise InvalidInput(f"the {scheme or 'embedded'} queue needs {exc.name}",
+                           hint=f"pip install 'facetalk[{_EXTRAS.get(scheme, 'server')}]'") from None
+    backend: JobQueue = getattr(module, class_name)(settings)
+    return backend

@@ -35,7 +35,7 @@ from ...options import FRAMINGS, GenerationOptions
 from ...settings import Limits
 from ..errors import ServiceError
 from ..logs import log
-from ..validator import decode_audio, decode_portrait, raise_reply_error, serve_helper
+from .validator import decode_audio, decode_portrait, raise_reply_error, serve_helper
 
 _log = logging.getLogger("facetalk.web")
 
@@ -137,7 +137,7 @@ def _run(kind: str, path: Path, options: dict[str, Any], limits: Limits) -> dict
 
 # -- the helper process ------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
-    """``python -m facetalk.service.web.analyzer FD LIMITS_JSON``: started by the server."""
+    """``python -m facetalk.service.helpers.analyzer FD LIMITS_JSON``: started by the server."""
     serve_helper(argv, lambda req, limits: _run(req[0], Path(req[1]), req[2], limits),
                  ("facetalk.media.audio", "facetalk.face.analysis", "facetalk.face.framing",
                   "facetalk.media.image"),
@@ -163,7 +163,7 @@ class Analyzer:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "facetalk.service.web.analyzer", str(theirs.fileno()),
+                [sys.executable, "-m", "facetalk.service.helpers.analyzer", str(theirs.fileno()),
                  json.dumps(dataclasses.asdict(self.limits))], pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL)
         finally:

@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .errors import JobNotFound, JobTimeout, WorkerCrashed
-from .logs import log
-from .settings import ServiceSettings
-from .storage import Storage, valid_job_id
-from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob
-from .store_queue import StoreQueue
+from ..errors import JobNotFound, JobTimeout, WorkerCrashed
+from ..jobs.storage import Storage, valid_job_id
+from ..jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob
+from ..jobs.store_queue import StoreQueue
+from ..logs import log
+from ..settings import ServiceSettings
 
 _log = logging.getLogger("facetalk.queue")
 
@@ -218,7 +218,7 @@ class EmbeddedQueue(StoreQueue):
                 self._spawn(slot)
 
     def _spawn(self, slot: _Slot) -> None:
-        # A fresh interpreter running facetalk.service.worker, talking over a socket pair
+        # A fresh interpreter running facetalk.service.jobs.render, talking over a socket pair
         # (multiprocessing's Connection framing). Not multiprocessing.Process: its spawn
         # mode re-imports the server's __main__, which breaks embedding the app.
         ours, theirs = socket.socketpair()
@@ -227,7 +227,7 @@ class EmbeddedQueue(StoreQueue):
                              "limits": asdict(self.settings.limits)})
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "facetalk.service.worker", str(theirs.fileno()), config],
+                [sys.executable, "-m", "facetalk.service.jobs.render", str(theirs.fileno()), config],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except OSError:
             ours.close()

@@ -26,10 +26,10 @@ from typing import IO, Any
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..errors import InvalidInput, LimitExceeded
-from ..options import GenerationOptions, _base_type
-from ..settings import Limits
-from .errors import BadRequest, UnsupportedContentType
+from ...errors import InvalidInput, LimitExceeded
+from ...options import GenerationOptions, _base_type
+from ...settings import Limits
+from ..errors import BadRequest, UnsupportedContentType
 
 FILE_PARTS = ("portrait", "audio")
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationOptions))

@@ -12,8 +12,8 @@ import threading
 import time
 from typing import Any
 
-from .errors import QueueFull
-from .settings import ServiceSettings
+from ..errors import QueueFull
+from ..settings import ServiceSettings
 from .storage import Storage, valid_job_id
 from .store import QUEUED, RUNNING, Job, JobStore, NewJob, StateListener
 

@@ -28,22 +28,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._version import __version__
-from ..errors import FacetalkError, InvalidInput
+from ..._version import __version__
+from ...errors import FacetalkError, InvalidInput
+from ..errors import BadRequest, Expired, InsufficientStorage, JobNotFound, NotReady, QueueFull, http_status
+from ..helpers.validator import ValidatorPool
+from ..jobs.queue import JobQueue, open_queue
+from ..jobs.storage import new_job_id, valid_job_id
+from ..jobs.store import SUCCEEDED, Job, NewJob
+from ..logs import AuditTrail, log
+from ..settings import ServiceSettings
 from .auth import ApiKeyMiddleware
-from .errors import BadRequest, Expired, InsufficientStorage, JobNotFound, NotReady, QueueFull, http_status
 from .live import live_router
-from .logs import AuditTrail, log
 from .metrics import CONTENT_TYPE, Metrics
-from .queue import JobQueue, open_queue
+from .ops import install_workers_api
 from .schemas import ErrorOut, JobOut, JobPage, submit_request_body
-from .settings import ServiceSettings
-from .storage import new_job_id, valid_job_id
-from .store import SUCCEEDED, Job, NewJob
 from .uploads import options_from_form, receive_form
-from .validator import ValidatorPool
 from .web import install as install_web_page
-from .workers_api import install_workers_api
 
 _log = logging.getLogger("facetalk.service")
 
@@ -284,7 +284,7 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
         --json`` prints: ``{"watermark": {"found", "payload", "confidence", ...},
         "metadata": {...}}``. Videos facetalk did not make read as not found. The upload
         is deleted when the answer is sent."""
-        from ..provenance.verify import verify_report
+        from ...provenance.verify import verify_report
 
         try:
             form = await receive_form(request.headers.get("content-type"), request.stream(),

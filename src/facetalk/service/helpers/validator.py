@@ -32,14 +32,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..errors import FacetalkError, InvalidInput, LimitExceeded, NoFaceFound, UnsupportedMedia
-from ..settings import Limits
-from .logs import log
+from ...errors import FacetalkError, InvalidInput, LimitExceeded, NoFaceFound, UnsupportedMedia
+from ...settings import Limits
+from ..logs import log
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..media.audio import Audio
+    from ...media.audio import Audio
 
 _log = logging.getLogger("facetalk.validator")
 
@@ -54,7 +54,7 @@ def decode_portrait(path: Path, limits: Limits) -> np.ndarray:
     client's unsupported media (logged, so a decoder bug stays visible)."""
     from PIL import Image
 
-    from ..media.image import load_portrait
+    from ...media.image import load_portrait
 
     try:
         return load_portrait(str(path), limits)
@@ -72,7 +72,7 @@ def decode_portrait(path: Path, limits: Limits) -> np.ndarray:
 
 def decode_audio(path: Path, limits: Limits) -> Audio:
     """The engine's ``load_audio``, guarded like :func:`decode_portrait`."""
-    from ..media.audio import load_audio
+    from ...media.audio import load_audio
 
     try:
         return load_audio(str(path), limits)
@@ -115,7 +115,7 @@ def serve_helper(argv: list[str] | None, handle: Callable[[Any], dict[str, Any]]
     server only): warm ``warm``'s imports, say ready, then answer each request with
     ``("ok", handle(request, limits))`` or ``("error", code, message, hint)``, until the
     server goes away. ``what`` names the input in the out-of-memory message."""
-    from . import logs
+    from .. import logs
 
     args = sys.argv[1:] if argv is None else argv
     conn = Connection(int(args[0]))
@@ -147,7 +147,7 @@ def serve_helper(argv: list[str] | None, handle: Callable[[Any], dict[str, Any]]
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m facetalk.service.validator FD LIMITS_JSON``: started by the server only."""
+    """``python -m facetalk.service.helpers.validator FD LIMITS_JSON``: started by the server only."""
     serve_helper(argv, lambda req, limits: inspect_inputs(Path(req[0]), Path(req[1]), limits),
                  ("PIL.Image", "facetalk.media.audio", "facetalk.media.image"), "input")
 
@@ -158,7 +158,7 @@ class _Helper:
         ours, theirs = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facetalk.service.validator", str(theirs.fileno()),
+                [sys.executable, "-m", "facetalk.service.helpers.validator", str(theirs.fileno()),
                  json.dumps(asdict(limits))], pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL)
         finally:

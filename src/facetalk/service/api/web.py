@@ -1,5 +1,8 @@
-"""The two API routes the page needs beyond the job API: the parameter schema and a
-light pre-flight analysis of one file.
+"""The web pages' files (served before the key check) and the two API routes the page
+needs beyond the job API: the parameter schema and a light pre-flight analysis of one file.
+
+Why the page files bypass the API key: a browser cannot send ``Authorization`` when it
+navigates to a URL, so a key-protected page could never load to ask for the key.
 
 ``GET /v1/options`` hands the page ``facetalk.options.field_info()`` and the presets,
 so the form is generated from the dataclass that defines the parameters and cannot
@@ -19,14 +22,17 @@ import anyio
 from fastapi import APIRouter, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..._version import __version__
 from ...errors import InvalidInput
 from ...options import PRESETS, field_info
 from ..errors import BadRequest
-from ..schemas import ErrorOut
-from ..uploads import options_from_form, receive_form
-from .analyzer import Analyzer
+from ..helpers.analyzer import Analyzer
+from ..web import HEADERS, PAGE_FILES, PREFIX, static_dir
+from .schemas import ErrorOut
+from .uploads import options_from_form, receive_form
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in {
@@ -99,3 +105,36 @@ async def analyze(request: Request) -> dict[str, Any]:
                                               limiter=request.app.state.web_analyzer_slot)
     finally:
         form.discard()
+
+
+class PublicPageMiddleware:
+    """Serve GET/HEAD of ``/`` and ``/web/<file>`` before the API key check; pass the rest on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.folder = static_dir()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or not (
+                path == "/" or path.startswith(PREFIX)):
+            await self.app(scope, receive, send)
+            return
+        name = "index.html" if path == "/" else path[len(PREFIX):]
+        response: Response
+        if name in PAGE_FILES:
+            response = FileResponse(self.folder / name, media_type=PAGE_FILES[name],
+                                    headers=HEADERS)
+        else:
+            response = JSONResponse(
+                {"error": "not_found", "detail": f"no page file {name[:64]!r}",
+                 "hint": "The page is at /; the API is under /v1 (see /docs)."},
+                status_code=404, headers={"X-Content-Type-Options": "nosniff"})
+        await response(scope, receive, send)
+
+
+def install(app: FastAPI) -> None:
+    """Add the page and its routes to the service app (one call in ``create_app``)."""
+    app.include_router(router)
+    # Added last, so it is the outermost middleware: it answers before the key check.
+    app.add_middleware(PublicPageMiddleware)

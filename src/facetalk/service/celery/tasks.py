@@ -1,4 +1,4 @@
-"""``facetalk worker``: a Celery render worker, on any machine that mounts the shared storage.
+"""The render task: what a ``facetalk worker`` render process runs for each delivered job.
 
 One worker is a Celery main process (receives messages, answers revoke broadcasts,
 writes the heartbeat) plus ``--concurrency`` render processes (Celery's prefork pool),
@@ -30,23 +30,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from celery import signals
 from celery.exceptions import Reject
 
-from .._version import __version__
-from ..errors import Cancelled, FacetalkError
-from ..options import GenerationOptions
-from ..settings import Limits
-from . import logs
-from .errors import JobTimeout
-from .redis_state import (
-    CELERY_QUEUE,
-    WORKERS,
+from ...errors import Cancelled, FacetalkError
+from ...options import GenerationOptions
+from ...settings import Limits
+from .. import logs
+from ..errors import JobTimeout
+from ..jobs.files import open_storage
+from ..jobs.render import PROGRESS_INTERVAL, result_document
+from ..jobs.storage import valid_job_id
+from .state import (
+    TASK_NAME,
     Scripts,
     add_progress,
     connect,
@@ -55,14 +53,12 @@ from .redis_state import (
     stopping_key,
     worker_key,
 )
-from .shared_storage import open_storage
-from .storage import valid_job_id
-from .worker import PROGRESS_INTERVAL, WORKER_NICENESS, result_document
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ..pipeline import Progress
+    from ...pipeline import Progress
+
 
 _log = logging.getLogger("facetalk.worker")
 T = TypeVar("T")
@@ -78,26 +74,6 @@ REDIS_PATIENCE_S = 600.0
 REDIS_ERRORS = (redis.RedisError, OSError)
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What ``facetalk worker`` is told (flags or ``FACETALK_*`` variables)."""
-
-    #: The broker, ``redis://HOST:6379/0`` (same as the API's ``--queue``).
-    queue: str
-    #: This machine's mount point of the shared storage folder.
-    storage: Path
-    #: Renders in parallel on this machine (one per two cores is right for the engine).
-    concurrency: int
-    #: Unique worker name (Celery node name), shown in /v1/workers and metrics.
-    name: str
-    #: Must match the API's: a message is re-delivered after this long without an ack.
-    visibility_timeout: float
-    #: A job whose render stops refreshing its lease this long is given to another worker.
-    lease_s: float = 30.0
-    log_level: str = "info"
-
-
-# -- the task body (render processes) ----------------------------------------------------------
 class _Runtime:
     """Per render process: a Redis client, the scripts, storage and the engine (imported once)."""
 
@@ -107,7 +83,7 @@ class _Runtime:
         self.storage = open_storage(conf["storage"])
         self.lease_s = float(conf["lease_s"])
         self.limits = Limits.from_env()
-        from ..pipeline import generate  # the heavy import, once per process
+        from ...pipeline import generate  # the heavy import, once per process
 
         self.generate = generate
 
@@ -115,7 +91,8 @@ class _Runtime:
 _RUNTIME: dict[int, _Runtime] = {}
 
 
-def _runtime(app: Celery) -> _Runtime:
+def prepare_runtime(app: Celery) -> _Runtime:
+    """This render process's runtime, made once per process (connect, import the engine)."""
     pid = os.getpid()
     if pid not in _RUNTIME:
         _RUNTIME.clear()  # a forked child must not reuse its parent's connections
@@ -153,7 +130,7 @@ def run_job(task: Any, job_id: str, gen: int) -> str:
     if not valid_job_id(job_id):
         _log.error("ignoring a message with an invalid job id")
         return "invalid"
-    rt = _runtime(task.app)
+    rt = prepare_runtime(task.app)
     worker = str(task.request.hostname or socket.gethostname())
     pid = os.getpid()
     for _ in range(2):
@@ -384,115 +361,10 @@ class _Watchdog(threading.Thread):
             self._done = True
 
 
-# -- the worker's main process ------------------------------------------------------------------
-class _Heartbeat(threading.Thread):
-    """Writes this worker's hash (TTL = lease) every HEARTBEAT_S: alive, pool, counters."""
+def register_render(app: Celery) -> None:
+    """Register the render task on a worker's app (the API side publishes it by name only)."""
 
-    def __init__(self, settings: WorkerSettings, pool: Any) -> None:
-        super().__init__(name="facetalk-heartbeat", daemon=True)
-        self.settings = settings
-        self.pool = pool
-        self.client = connect(settings.queue)
-        self.started_at = time.time()
-        self.state = "running"
-        self.stop_evt = threading.Event()
-
-    def processes(self) -> list[int]:
-        try:
-            return [int(p) for p in self.pool.info.get("processes", [])]
-        except Exception:  # the pool is being restarted: report none this time
-            return []
-
-    def beat(self) -> None:
-        name = self.settings.name
-        key = worker_key(name)
-        procs = self.processes()
-        now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping={
-            "name": name, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "started_at": self.started_at, "last_heartbeat": now, "state": self.state,
-            "concurrency": self.settings.concurrency, "processes": json.dumps(procs),
-            "storage": str(self.settings.storage), "version": __version__})
-        pipe.expire(key, max(int(self.settings.lease_s), int(3 * HEARTBEAT_S)))
-        pipe.zadd(WORKERS, {name: now})
-        pipe.hkeys(key)
-        fields = pipe.execute()[-1]
-        stale = [f for f in fields if f.startswith("current:") and procs
-                 and int(f.split(":", 1)[1]) not in procs]
-        if stale:
-            self.client.hdel(key, *stale)
-
-    def run(self) -> None:
-        while not self.stop_evt.wait(HEARTBEAT_S):
-            with contextlib.suppress(*REDIS_ERRORS):
-                self.beat()
-
-    def stopped(self) -> None:
-        """Say so at once (not after the TTL), keeping the counters a minute for scrapes."""
-        self.stop_evt.set()
-        self.state = "stopped"
-        with contextlib.suppress(*REDIS_ERRORS):
-            self.beat()
-            self.client.expire(worker_key(self.settings.name), 60)
-
-
-def run_worker(settings: WorkerSettings) -> None:
-    """Start a Celery worker for facetalk renders (blocks until it is stopped)."""
-    from .celery_app import make_celery
-
-    logs.configure(settings.log_level)
-    storage = open_storage(settings.storage)
-    storage.check()
-    client = connect(settings.queue)
-    with contextlib.suppress(*REDIS_ERRORS):  # Redis down at start: Celery waits for it
-        other = client.hgetall(worker_key(settings.name))
-        fresh = time.time() - float(other.get("last_heartbeat") or 0) < 3 * HEARTBEAT_S
-        if other.get("state") == "running" and fresh and other.get("pid") != str(os.getpid()):
-            raise FacetalkError(f"a worker named {settings.name!r} is already running "
-                                f"(pid {other.get('pid')} on {other.get('hostname')})",
-                                hint="Give each worker a unique --name.")
-        client.delete(stopping_key(settings.name))
-    app = make_celery(settings.queue, settings.visibility_timeout)
-    conf = {**asdict(settings), "storage": str(settings.storage)}
-    app.conf.update(facetalk=conf)
-    beat: dict[str, _Heartbeat] = {}
-
-    def on_ready(sender: Any = None, **_: Any) -> None:
-        hb = _Heartbeat(settings, sender.pool)
-        with contextlib.suppress(*REDIS_ERRORS):
-            hb.beat()
-        hb.start()
-        beat["hb"] = hb
-        logs.log(_log, logging.INFO, "facetalk worker ready", name=settings.name,
-                 concurrency=settings.concurrency, storage=storage.describe(),
-                 processes=hb.processes())
-
-    def on_shutting_down(**_: Any) -> None:
-        # Renders see this flag within 0.1 s and hand their jobs back (attempt refunded),
-        # so a warm shutdown takes a second instead of waiting for long renders to end.
-        with contextlib.suppress(*REDIS_ERRORS):
-            client.set(stopping_key(settings.name), "1", ex=600)
-        if "hb" in beat:
-            beat["hb"].state = "stopping"
-
-    def on_shutdown(**_: Any) -> None:
-        if "hb" in beat:
-            beat["hb"].stopped()
-        with contextlib.suppress(*REDIS_ERRORS):
-            client.delete(stopping_key(settings.name))
-
-    def on_child_init(**_: Any) -> None:
-        # Renders are batch work: on a machine shared with the API they yield to it.
-        os.nice(WORKER_NICENESS)
-        logs.configure(settings.log_level)
-        _runtime(app)  # connect and import the engine now, not in the first job's time
-
-    signals.worker_ready.connect(on_ready, weak=False)
-    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
-    signals.worker_shutdown.connect(on_shutdown, weak=False)
-    signals.worker_process_init.connect(on_child_init, weak=False)
-    app.worker_main([
-        "worker", f"--hostname={settings.name}", f"--concurrency={settings.concurrency}",
-        "--pool=prefork", f"--queues={CELERY_QUEUE}", "--without-gossip", "--without-mingle",
-        "--without-heartbeat", f"--loglevel={settings.log_level.upper()}"])
+    @app.task(name=TASK_NAME, bind=True, max_retries=None)
+    def render(self: Any, job_id: str, gen: int) -> str:
+        """Render one job (runs in a worker's render process)."""
+        return run_job(self, job_id, int(gen))

@@ -36,9 +36,13 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError
 
-from .errors import JobNotFound, ServiceError
-from .logs import log
-from .redis_state import (
+from ..errors import JobNotFound, ServiceError
+from ..jobs.storage import Storage
+from ..jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob
+from ..jobs.store_queue import StoreQueue
+from ..logs import log
+from ..settings import ServiceSettings
+from .state import (
     CELERY_QUEUE,
     EVENTS,
     FINAL_STATES,
@@ -50,10 +54,6 @@ from .redis_state import (
     lease_key,
     worker_key,
 )
-from .settings import ServiceSettings
-from .storage import Storage
-from .store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob
-from .store_queue import StoreQueue
 
 _log = logging.getLogger("facetalk.queue")
 
@@ -123,7 +123,7 @@ class CeleryQueue(StoreQueue):
     store: MirrorStore
 
     def __init__(self, settings: ServiceSettings) -> None:
-        from .celery_app import make_celery
+        from .app import make_celery
 
         if not settings.queue:
             raise ValueError("CeleryQueue needs settings.queue (a redis:// URL)")

@@ -20,13 +20,13 @@ import uuid
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from ..errors import Cancelled, FacetalkError
-from ..options import GenerationOptions
-from ..settings import Limits
-from . import logs
+from ...errors import Cancelled, FacetalkError
+from ...options import GenerationOptions
+from ...settings import Limits
+from .. import logs
 
 if TYPE_CHECKING:
-    from ..pipeline import Progress
+    from ...pipeline import Progress
 
 _log = logging.getLogger("facetalk.worker")
 
@@ -46,7 +46,7 @@ def worker_main(conn: Connection, parent_pid: int, limits: dict[str, Any], log_l
     # (health checks, uploads, downloads), so they yield the CPU to it.
     os.nice(WORKER_NICENESS)
     logs.configure(log_level)
-    from ..pipeline import generate  # the heavy import, once per process
+    from ...pipeline import generate  # the heavy import, once per process
 
     engine_limits = Limits(**limits)
     try:
@@ -68,7 +68,7 @@ def worker_main(conn: Connection, parent_pid: int, limits: dict[str, Any], log_l
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m facetalk.service.worker FD CONFIG_JSON``: started by the server only.
+    """``python -m facetalk.service.jobs.render FD CONFIG_JSON``: started by the server only.
 
     A fresh interpreter (not multiprocessing's spawn) so the server's own ``__main__``
     is never re-imported, whatever script embeds the app.

@@ -1,0 +1,1 @@
+"""Helper processes that run the engine away from the event loop (upload checks, page analysis)."""
