@@ -12,9 +12,12 @@ Packages, top to bottom (import-linter keeps this order, see pyproject.toml):
 - ``jobs/``      what both backends share: the job table (``store``), files on disk
                  (``storage``, ``files``), the render code and result document
                  (``render``), the queue interface and its backend registry (``queue``)
-- ``helpers/``   helper processes that decode uploads and analyse portraits for the page
-- ``web/``       the pages' static files
-- ``settings``, ``logs``, ``errors``  the settings table, JSON logs and audit, typed errors
+- ``helpers/``   ``HelperProcess``, the one class for every child process the service
+                 starts here (render workers too), its typed messages, and the helpers
+                 that decode uploads and analyse portraits for the page
+- ``web/``       the pages' static files (ES modules, no build step)
+- ``settings``, ``logs``, ``errors``  the one settings table (flags, environment, --help
+                 and the README come from it), JSON logs and audit, typed errors
 
 The click commands are in ``facetalk.cli.serve``. Nothing here is imported by
 ``import facetalk``; this package needs the ``server`` extra

@@ -26,6 +26,23 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
+def _matches(digests: list[bytes], key: str) -> bool:
+    """Constant-time check against every configured key digest (no early exit)."""
+    got = _digest(key)
+    ok = False
+    for ref in digests:
+        ok |= hmac.compare_digest(got, ref)
+    return ok
+
+
+def key_ok(keys: tuple[str, ...], key: str | None) -> bool:
+    """The key check for places the middleware does not cover (the live WebSocket):
+    true when no key is configured, else when ``key`` is one of ``keys``."""
+    if not keys:
+        return True
+    return bool(key) and _matches([_digest(k) for k in keys], key or "")
+
+
 class ApiKeyMiddleware:
     """Refuse requests without a valid ``Authorization: Bearer`` or ``X-API-Key``."""
 
@@ -35,11 +52,7 @@ class ApiKeyMiddleware:
 
     def valid(self, key: str) -> bool:
         """Constant-time check against every configured key (no early exit)."""
-        got = _digest(key)
-        ok = False
-        for ref in self._digests:
-            ok |= hmac.compare_digest(got, ref)
-        return ok
+        return _matches(self._digests, key)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self._digests or scope["path"] in OPEN_PATHS:

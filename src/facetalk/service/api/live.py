@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import io
 import json
 import logging
@@ -38,22 +37,22 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import anyio
 import numpy as np
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ...errors import FacetalkError, InvalidInput, LimitExceeded
 from ...options import GenerationOptions
 from ...stream import STREAM_RATE, Avatar, Stream
-from ..errors import ServiceError
+from ..errors import BadRequest, ServiceError, UnsupportedContentType
+from ..web import HEADERS, PAGE_FILES, static_dir
+from .auth import key_ok
+from .uploads import options_from_form, read_capped, receive_form
 
 _log = logging.getLogger("facetalk.service.live")
 
@@ -151,18 +150,6 @@ def _describe(entry: AvatarEntry) -> dict[str, Any]:
             "options": av.options.to_dict(), "stream_url": f"/v1/stream?avatar={entry.id}"}
 
 
-def _key_ok(keys: tuple[str, ...], key: str | None) -> bool:
-    if not keys:
-        return True
-    if not key:
-        return False
-    got = hashlib.sha256(key.encode("utf-8")).digest()
-    ok = False
-    for ref in keys:
-        ok |= hmac.compare_digest(got, hashlib.sha256(ref.encode("utf-8")).digest())
-    return ok
-
-
 def _jpeg(rgb: np.ndarray) -> bytes:
     import cv2
 
@@ -230,105 +217,111 @@ class _Encoded:
     jpeg: bytes
 
 
-def live_router(storage: Path, api_keys: tuple[str, ...], max_input_bytes: int) -> APIRouter:
-    """Routes of live mode: /v1/avatars, /v1/stream (WebSocket), /v1/say, /live."""
-    router = APIRouter()
-    store = AvatarStore(storage / "avatars")
-    render_slots = anyio.CapacityLimiter(4)
+#: Renders (avatar analyses and live frames) at once across every session.
+LIVE_RENDER_SLOTS = 4
+#: /v1/say's JSON body (the text is at most 1000 characters).
+SAY_MAX_BYTES = 64 * 1024
+router = APIRouter(tags=["live"])
 
-    @router.post("/v1/avatars", status_code=201, tags=["live"],
-                 summary="Analyse a portrait once for live streaming")
-    async def create_avatar(request: Request) -> JSONResponse:
-        """Multipart form: ``portrait`` (file), avatar options as fields or JSON ``options``."""
-        try:
-            form = await request.form(max_files=1, max_fields=32)
-        except (MultiPartException, StarletteHTTPException, ValueError):
-            raise InvalidInput("send a multipart form with a 'portrait' file") from None
-        portrait = form.get("portrait")
-        if not isinstance(portrait, UploadFile):
+
+@router.post("/v1/avatars", status_code=201,
+             summary="Analyse a portrait once for live streaming")
+async def create_avatar(request: Request) -> JSONResponse:
+    """Multipart form: ``portrait`` (file), avatar options as fields or JSON ``options``.
+
+    The upload goes through the job API's streaming parser: its size limit cuts an
+    oversized portrait off while it arrives, and the options are parsed the same way.
+    """
+    settings = request.app.state.settings
+    storage = request.app.state.queue.storage
+    try:
+        form = await receive_form(request.headers.get("content-type"), request.stream(),
+                                  storage.new_upload, settings.limits, file_parts=("portrait",))
+    except (UnsupportedContentType, BadRequest):
+        raise InvalidInput("send a multipart form with a 'portrait' file") from None
+    except ClientDisconnect:
+        raise BadRequest("the upload was interrupted by the client") from None
+    try:
+        if "portrait" not in form.files:
             raise InvalidInput("the form needs a 'portrait' file")
-        values: dict[str, Any] = {}
-        options = form.get("options")
-        if isinstance(options, str) and options:
-            try:
-                parsed = json.loads(options)
-            except json.JSONDecodeError:
-                raise InvalidInput("options must be a JSON object") from None
-            if not isinstance(parsed, dict):
-                raise InvalidInput("options must be a JSON object")
-            values.update(parsed)
-        for name, value in form.items():
-            if name not in ("portrait", "options") and isinstance(value, str):
-                values[name] = value
-        unknown = set(values) - set(AVATAR_OPTIONS)
-        if unknown:
-            raise InvalidInput(f"options not used by avatars: {', '.join(sorted(unknown))}")
-        opts = GenerationOptions.from_mapping(values)
-        data = await _read_capped(portrait, max_input_bytes)
-        entry = await anyio.to_thread.run_sync(store.add, data, opts, limiter=render_slots)
-        return JSONResponse(_describe(entry), status_code=201)
+        opts = options_from_form(form.fields, allowed=AVATAR_OPTIONS, what="avatars")
+        data = form.files["portrait"].path.read_bytes()
+    finally:
+        form.discard()
+    entry = await anyio.to_thread.run_sync(request.app.state.avatars.add, data, opts,
+                                           limiter=request.app.state.live_slots)
+    return JSONResponse(_describe(entry), status_code=201)
 
-    @router.get("/v1/avatars/{avatar_id}", tags=["live"], summary="An avatar's details")
-    async def get_avatar(avatar_id: str) -> dict[str, Any]:
-        entry = await anyio.to_thread.run_sync(store.get, avatar_id)
-        if entry is None:
-            raise _NotFound(avatar_id)
-        return _describe(entry)
 
-    @router.delete("/v1/avatars/{avatar_id}", status_code=204, tags=["live"],
-                   summary="Delete an avatar and its portrait")
-    async def delete_avatar(avatar_id: str) -> Response:
-        if not store.delete(avatar_id):
-            raise _NotFound(avatar_id)
-        return Response(status_code=204)
+@router.get("/v1/avatars/{avatar_id}", summary="An avatar's details")
+async def get_avatar(avatar_id: str, request: Request) -> dict[str, Any]:
+    """The avatar's size, options and stream URL."""
+    entry = await anyio.to_thread.run_sync(request.app.state.avatars.get, avatar_id)
+    if entry is None:
+        raise _NotFound(avatar_id)
+    return _describe(entry)
 
-    @router.post("/v1/say", tags=["live"], summary="Speak a sentence (espeak-ng), as WAV")
-    async def say(request: Request) -> Response:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InvalidInput('send JSON: {"text": "..."}') from None
-        if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-            raise InvalidInput('send JSON: {"text": "..."}')
-        pcm = await anyio.to_thread.run_sync(speak_pcm16, body["text"])
-        return Response(_wav(pcm), media_type="audio/wav")
 
-    @router.get("/live", include_in_schema=False)
-    async def live_page() -> HTMLResponse:
-        page = resources.files("facetalk.service.web") / "static" / "live.html"
-        return HTMLResponse(page.read_text(encoding="utf-8"),
-                            headers={"Cache-Control": "no-cache"})
+@router.delete("/v1/avatars/{avatar_id}", status_code=204,
+               summary="Delete an avatar and its portrait")
+async def delete_avatar(avatar_id: str, request: Request) -> Response:
+    """Forget the avatar and delete its portrait."""
+    if not request.app.state.avatars.delete(avatar_id):
+        raise _NotFound(avatar_id)
+    return Response(status_code=204)
 
-    @router.websocket("/v1/stream")
-    async def stream(ws: WebSocket, avatar: str = "", api_key: str | None = None) -> None:
-        # Refusals accept first, then close: a close before the handshake reaches the
-        # client as a bare HTTP 403 (browsers report 1006), never as the 44xx code.
-        header_key = ws.headers.get("x-api-key")
-        if not _key_ok(api_keys, api_key or header_key):
-            await ws.accept()
-            await ws.close(code=4401, reason="a valid api_key is required")
-            return
-        entry = await anyio.to_thread.run_sync(store.get, avatar) if avatar else None
-        if entry is None:
-            await ws.accept()
-            await ws.close(code=4404, reason=f"no avatar {avatar[:64]!r}: POST /v1/avatars first")
-            return
+
+@router.post("/v1/say", summary="Speak a sentence (espeak-ng), as WAV")
+async def say(request: Request) -> Response:
+    """``{"text": "..."}`` -> 16 kHz mono WAV, as the live stream would speak it."""
+    raw = await read_capped(request.stream(), SAY_MAX_BYTES, "request body")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidInput('send JSON: {"text": "..."}') from None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise InvalidInput('send JSON: {"text": "..."}')
+    pcm = await anyio.to_thread.run_sync(speak_pcm16, body["text"])
+    return Response(_wav(pcm), media_type="audio/wav")
+
+
+@router.get("/live", include_in_schema=False)
+async def live_page() -> FileResponse:
+    """The live page, with the main page's headers (Content-Security-Policy included)."""
+    return FileResponse(static_dir() / "live.html", media_type=PAGE_FILES["live.html"],
+                        headers=HEADERS)
+
+
+@router.websocket("/v1/stream")
+async def stream(ws: WebSocket, avatar: str = "", api_key: str | None = None) -> None:
+    """The live session (protocol in this module's docstring)."""
+    store: AvatarStore = ws.app.state.avatars
+    # Refusals accept first, then close: a close before the handshake reaches the
+    # client as a bare HTTP 403 (browsers report 1006), never as the 44xx code.
+    header_key = ws.headers.get("x-api-key")
+    if not key_ok(ws.app.state.settings.api_keys, api_key or header_key):
         await ws.accept()
-        session = _Session(ws, entry)
-        width, height = entry.avatar.size
-        await ws.send_json({"type": "ready", "fps": session.stream.fps, "width": width,
-                            "height": height, "sample_rate": STREAM_RATE, "format": "jpeg",
-                            "lookahead_ms": round(session.stream.lookahead_s * 1000)})
-        try:
-            await _run_session(session, render_slots)
-        except WebSocketDisconnect:
-            pass
-        finally:
-            session.closed = True
-        _log.info("live session ended", extra={"frames": session.frames_sent,
-                                                "dropped": session.dropped})
-
-    return router
+        await ws.close(code=4401, reason="a valid api_key is required")
+        return
+    entry = await anyio.to_thread.run_sync(store.get, avatar) if avatar else None
+    if entry is None:
+        await ws.accept()
+        await ws.close(code=4404, reason=f"no avatar {avatar[:64]!r}: POST /v1/avatars first")
+        return
+    await ws.accept()
+    session = _Session(ws, entry)
+    width, height = entry.avatar.size
+    await ws.send_json({"type": "ready", "fps": session.stream.fps, "width": width,
+                        "height": height, "sample_rate": STREAM_RATE, "format": "jpeg",
+                        "lookahead_ms": round(session.stream.lookahead_s * 1000)})
+    try:
+        await _run_session(session, ws.app.state.live_slots)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        session.closed = True
+    _log.info("live session ended", extra={"frames": session.frames_sent,
+                                            "dropped": session.dropped})
 
 
 async def _run_session(session: _Session, slots: anyio.CapacityLimiter) -> None:
@@ -408,18 +401,6 @@ async def _say(session: _Session, pcm: bytes, slots: anyio.CapacityLimiter) -> N
         if ahead > 0.1:
             await asyncio.sleep(ahead - 0.1)
     session.last_audio = time.monotonic()
-
-
-async def _read_capped(upload: UploadFile, cap: int) -> bytes:
-    buf = io.BytesIO()
-    while True:
-        block = await upload.read(1 << 16)
-        if not block:
-            break
-        buf.write(block)
-        if buf.tell() > cap:
-            raise LimitExceeded(f"the portrait is larger than {cap / 1e6:.0f} MB")
-    return buf.getvalue()
 
 
 def _wav(pcm: bytes) -> bytes:

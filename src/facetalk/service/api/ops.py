@@ -1,4 +1,4 @@
-"""``GET /v1/workers`` and the per-worker Prometheus series, for either queue backend.
+"""Operations: ``/healthz``, ``/readyz``, ``/metrics`` and ``GET /v1/workers`` (either backend).
 
 The embedded queue lists its local render processes; the Celery queue lists every
 worker machine process that sent a heartbeat in the last hour (``alive`` false once
@@ -13,11 +13,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.concurrency import run_in_threadpool
 
-router = APIRouter()
+from .metrics import CONTENT_TYPE
+
+router = APIRouter(tags=["ops"])
 
 
 def _workers(queue: Any) -> list[dict[str, Any]]:
@@ -25,7 +28,7 @@ def _workers(queue: Any) -> list[dict[str, Any]]:
     return list(fn()) if fn is not None else []
 
 
-@router.get("/v1/workers", tags=["ops"], summary="Render workers: heartbeat, current job, counters")
+@router.get("/v1/workers", summary="Render workers: heartbeat, current job, counters")
 async def list_workers(request: Request) -> dict[str, Any]:
     """Every render worker with its heartbeat, the jobs it is rendering and what it did."""
     queue = request.app.state.queue
@@ -82,7 +85,31 @@ class WorkerCollector:
         yield from (up, busy, slots, jobs, frames, seconds, age)
 
 
-def install_workers_api(app: FastAPI) -> None:
-    """Add the route and register the collector on the app's metrics registry."""
-    app.include_router(router)
-    app.state.metrics.registry.register(WorkerCollector(app.state.queue))  # type: ignore[arg-type]
+@router.get("/healthz", summary="Liveness (no API key needed)")
+async def healthz() -> dict[str, str]:
+    """The process answers. Deliberately does no I/O: it must stay fast under load."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: database, storage, workers")
+async def readyz(request: Request) -> JSONResponse:
+    """503 until a render process is up, or when the database or disk is not usable."""
+    queue, settings = request.app.state.queue, request.app.state.settings
+    health = await run_in_threadpool(queue.health)
+    free = queue.storage.free_bytes()
+    disk_ok = free >= settings.min_free_disk_mb * 1024 * 1024
+    counts = await run_in_threadpool(queue.counts)
+    ok = bool(health.get("ready")) and disk_ok
+    body = {"status": "ready" if ok else "not ready", **health, "disk_free_bytes": free,
+            "disk_ok": disk_ok, "queue_depth": counts["queued"],
+            "queue_capacity": settings.max_queued}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE: {}}}}, summary="Prometheus metrics")
+async def prometheus(request: Request) -> Response:
+    """Jobs by state, queue depth, render seconds, frames per second."""
+    text = await run_in_threadpool(request.app.state.metrics.render)
+    return Response(text, media_type=CONTENT_TYPE)
+

@@ -74,6 +74,15 @@ class ErrorOut(BaseModel):
     error_id: str | None = Field(None, description="For internal errors: matches a server log line.")
 
 
+#: The error answers the job routes document in OpenAPI.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text} for code, text in {
+        401: "Missing or wrong API key", 404: "No such job", 409: "Not ready",
+        410: "Deleted by retention", 413: "Over a size, pixel or duration limit",
+        415: "Not media facetalk can decode", 422: "Invalid option or input",
+        429: "Queue full (see Retry-After)", 507: "Storage disk nearly full"}.items()}
+
+
 class Links(BaseModel):
     """Where to follow the job."""
 

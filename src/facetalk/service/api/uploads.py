@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -210,11 +210,23 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
     return rx.sub
 
 
-def options_from_form(fields: dict[str, str]) -> GenerationOptions:
+async def read_capped(body: AsyncIterator[bytes], cap: int, what: str) -> bytes:
+    """A small non-form body (JSON), refused with 413 as soon as it passes ``cap`` bytes."""
+    buf = bytearray()
+    async for chunk in body:
+        buf += chunk
+        if len(buf) > cap:
+            raise LimitExceeded(f"the {what} is larger than {cap // 1024} KB")
+    return bytes(buf)
+
+
+def options_from_form(fields: dict[str, str], allowed: Collection[str] | None = None,
+                      what: str = "this route") -> GenerationOptions:
     """GenerationOptions from form fields and/or one JSON ``options`` object.
 
     ``GenerationOptions.from_mapping`` does all the validation (one source of truth);
-    this only unpacks the JSON and refuses a name given both ways.
+    this only unpacks the JSON, refuses a name given both ways and, when ``allowed`` is
+    given (live avatars), any option ``what`` does not use.
     """
     merged: dict[str, Any] = {}
     if "options" in fields and fields["options"].strip():
@@ -243,4 +255,7 @@ def options_from_form(fields: dict[str, str]) -> GenerationOptions:
             raise InvalidInput(f"{key} was given both as a form field and inside options",
                                hint="Give each option once.")
         merged[key] = value
+    unknown = set(merged) - set(allowed) if allowed is not None else set()
+    if unknown:
+        raise InvalidInput(f"options not used by {what}: {', '.join(sorted(unknown))}")
     return GenerationOptions.from_mapping(merged)

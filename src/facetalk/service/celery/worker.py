@@ -14,8 +14,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 from celery import signals
@@ -25,6 +24,7 @@ from ...errors import FacetalkError
 from .. import logs
 from ..jobs.files import open_storage
 from ..jobs.render import WORKER_NICENESS
+from ..settings import WorkerSettings
 from .state import (
     CELERY_QUEUE,
     WORKERS,
@@ -36,25 +36,6 @@ from .tasks import HEARTBEAT_S, REDIS_ERRORS, prepare_runtime
 
 _log = logging.getLogger("facetalk.worker")
 
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """What ``facetalk worker`` is told (flags or ``FACETALK_*`` variables)."""
-
-    #: The broker, ``redis://HOST:6379/0`` (same as the API's ``--queue``).
-    queue: str
-    #: This machine's mount point of the shared storage folder.
-    storage: Path
-    #: Renders in parallel on this machine (one per two cores is right for the engine).
-    concurrency: int
-    #: Unique worker name (Celery node name), shown in /v1/workers and metrics.
-    name: str
-    #: Must match the API's: a message is re-delivered after this long without an ack.
-    visibility_timeout: float
-    #: A job whose render stops refreshing its lease this long is given to another worker.
-    lease_s: float = 30.0
-    log_level: str = "info"
 
 
 class _Heartbeat(threading.Thread):

@@ -21,12 +21,10 @@ stuck in native code cannot), and because renders then use both cores without th
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,18 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from ..errors import JobNotFound, JobTimeout, WorkerCrashed
+from ..helpers.messages import Ready
+from ..helpers.process import HelperProcess
+from ..jobs.messages import (
+    Cancel,
+    JobReport,
+    ProgressReport,
+    RenderCancelled,
+    Rendered,
+    RenderFailed,
+    RenderJob,
+    Stop,
+)
 from ..jobs.storage import Storage, valid_job_id
 from ..jobs.store import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore, NewJob
 from ..jobs.store_queue import StoreQueue
@@ -218,27 +228,19 @@ class EmbeddedQueue(StoreQueue):
                 self._spawn(slot)
 
     def _spawn(self, slot: _Slot) -> None:
-        # A fresh interpreter running facetalk.service.jobs.render, talking over a socket pair
-        # (multiprocessing's Connection framing). Not multiprocessing.Process: its spawn
-        # mode re-imports the server's __main__, which breaks embedding the app.
-        ours, theirs = socket.socketpair()
+        # A fresh interpreter running facetalk.service.jobs.render (see helpers.process).
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
-        config = json.dumps({"parent_pid": os.getpid(), "log_level": level,
-                             "limits": asdict(self.settings.limits)})
+        config = {"parent_pid": os.getpid(), "log_level": level,
+                  "limits": asdict(self.settings.limits)}
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "facetalk.service.jobs.render", str(theirs.fileno()), config],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            helper = HelperProcess("facetalk.service.jobs.render", config)
         except OSError:
-            ours.close()
             slot.died_at = time.monotonic()
             _log.exception("cannot start a render process")
             return
-        finally:
-            theirs.close()
-        slot.proc, slot.conn = proc, Connection(ours.detach())
-        slot.pid, slot.ready, slot.spawned_at = proc.pid, False, time.monotonic()
-        log(_log, logging.INFO, "render process started", worker=slot.index, pid=proc.pid)
+        slot.proc, slot.conn = helper.proc, helper.conn
+        slot.pid, slot.ready, slot.spawned_at = helper.pid, False, time.monotonic()
+        log(_log, logging.INFO, "render process started", worker=slot.index, pid=helper.pid)
 
     def _dispatch(self) -> None:
         for slot in self._slots:
@@ -257,9 +259,9 @@ class EmbeddedQueue(StoreQueue):
             slot.deadline = slot.started + job.timeout_s
             slot.cancel_at, slot.stop_reason, slot.last_write = None, None, 0.0
             try:
-                slot.conn.send(("job", job.id, str(self.storage.input_path(job.id, "portrait")),
-                                str(self.storage.input_path(job.id, "audio")), job.options,
-                                str(self.storage.output_path(job.id))))
+                slot.conn.send(RenderJob(job.id, str(self.storage.input_path(job.id, "portrait")),
+                                         str(self.storage.input_path(job.id, "audio")), job.options,
+                                         str(self.storage.output_path(job.id))))
             except OSError:
                 self._worker_died(slot)
 
@@ -291,31 +293,28 @@ class EmbeddedQueue(StoreQueue):
                 return
             self._handle(slot, msg)
 
-    def _handle(self, slot: _Slot, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "ready":
+    def _handle(self, slot: _Slot, msg: Ready | JobReport) -> None:
+        if isinstance(msg, Ready):
             slot.ready = True
             return
         job = slot.job
-        if job is None or msg[1] != job.id:
+        if job is None or msg.job_id != job.id:
             return  # a late message about a job we already gave up on
-        if kind == "progress":
+        if isinstance(msg, ProgressReport):
             now = time.monotonic()
             if now - slot.last_write >= PROGRESS_WRITE_S:
                 slot.last_write = now
-                _, _, fraction, stage, done, total, eta = msg
-                self.store.set_progress(job.id, float(fraction), str(stage), int(done),
-                                        int(total), eta)
-        elif kind == "done":
-            result = msg[2]
-            self._learn(job, result)
-            self._finish(slot, job, SUCCEEDED, result=result)
-        elif kind == "failed":
-            if msg[3]:
+                self.store.set_progress(job.id, float(msg.fraction), str(msg.stage),
+                                        int(msg.frames_done), int(msg.frames_total), msg.eta_s)
+        elif isinstance(msg, Rendered):
+            self._learn(job, msg.result)
+            self._finish(slot, job, SUCCEEDED, result=msg.result)
+        elif isinstance(msg, RenderFailed):
+            if msg.error_id:
                 log(_log, logging.ERROR, "render failed with an internal error", job=job.id,
-                    error_id=msg[3])
-            self._finish(slot, job, FAILED, error=msg[2])
-        elif kind == "cancelled":
+                    error_id=msg.error_id)
+            self._finish(slot, job, FAILED, error=msg.error)
+        elif isinstance(msg, RenderCancelled):
             if slot.stop_reason == "shutdown":
                 self.store.requeue(job.id, refund_attempt=True, reason="server stopping")
                 self._release(slot)
@@ -402,7 +401,7 @@ class EmbeddedQueue(StoreQueue):
                 continue
             if job.id in wanted and slot.cancel_at is None:
                 slot.cancel_at, slot.stop_reason = now, "cancel"
-                self._send(slot, ("cancel", job.id))
+                self._send(slot, Cancel(job.id))
             elif slot.cancel_at is not None and now - slot.cancel_at > CANCEL_GRACE_S:
                 if slot.stop_reason == "shutdown":
                     self._reap(slot)
@@ -423,7 +422,7 @@ class EmbeddedQueue(StoreQueue):
         busy = [s for s in self._slots if s.job is not None]
         for slot in busy:
             slot.cancel_at, slot.stop_reason = time.monotonic(), "shutdown"
-            self._send(slot, ("cancel", slot.job.id if slot.job else ""))
+            self._send(slot, Cancel(slot.job.id if slot.job else ""))
         end = time.monotonic() + 3.0
         while any(s.job is not None for s in self._slots) and time.monotonic() < end:
             self._wait(0.1)
@@ -435,7 +434,7 @@ class EmbeddedQueue(StoreQueue):
                 self._release(slot)
             if slot.conn is not None:
                 with contextlib.suppress(OSError):
-                    slot.conn.send(("stop",))
+                    slot.conn.send(Stop())
         for slot in self._slots:
             if slot.proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -443,7 +442,7 @@ class EmbeddedQueue(StoreQueue):
             self._reap(slot)
 
     # -- helpers --------------------------------------------------------------------------
-    def _send(self, slot: _Slot, msg: tuple[Any, ...]) -> None:
+    def _send(self, slot: _Slot, msg: Cancel | Stop) -> None:
         """Message a worker; a dead one is noticed by the next wait (EOF on its socket)."""
         if slot.conn is not None:
             with contextlib.suppress(OSError):

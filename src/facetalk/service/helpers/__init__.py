@@ -1,1 +1,1 @@
-"""Helper processes that run the engine away from the event loop (upload checks, page analysis)."""
+"""One helper-process class (``process``) and the helpers it runs: upload validation, page analysis."""

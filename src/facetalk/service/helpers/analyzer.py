@@ -15,16 +15,10 @@ when someone uses the page, so a server that only serves the API never pays for 
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import io
-import json
 import logging
-import socket
-import subprocess
-import sys
 import threading
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +29,9 @@ from ...options import FRAMINGS, GenerationOptions
 from ...settings import Limits
 from ..errors import ServiceError
 from ..logs import log
-from .validator import decode_audio, decode_portrait, raise_reply_error, serve_helper
+from .messages import Analyze
+from .process import HelperProcess
+from .validator import answer_of, decode_audio, decode_portrait, serve_helper
 
 _log = logging.getLogger("facetalk.web")
 
@@ -136,12 +132,14 @@ def _run(kind: str, path: Path, options: dict[str, Any], limits: Limits) -> dict
 
 
 # -- the helper process ------------------------------------------------------------------
+def _analyze(request: Analyze, limits: Limits) -> dict[str, Any]:
+    return _run(request.kind, Path(request.path), request.options, limits)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m facetalk.service.helpers.analyzer FD LIMITS_JSON``: started by the server."""
-    serve_helper(argv, lambda req, limits: _run(req[0], Path(req[1]), req[2], limits),
-                 ("facetalk.media.audio", "facetalk.face.analysis", "facetalk.face.framing",
-                  "facetalk.media.image"),
-                 "file")
+    """``python -m facetalk.service.helpers.analyzer FD CONFIG_JSON``: started by the server."""
+    serve_helper(argv, _analyze, ("facetalk.media.audio", "facetalk.face.analysis",
+                                  "facetalk.face.framing", "facetalk.media.image"), "file")
 
 
 class Analyzer:
@@ -155,43 +153,29 @@ class Analyzer:
         self.limits = limits
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: Connection | None = None
+        self._helper: HelperProcess | None = None
         self._closed = False
 
-    def _start(self) -> Connection:
-        ours, theirs = socket.socketpair()
+    def _start(self) -> HelperProcess:
+        helper = HelperProcess("facetalk.service.helpers.analyzer",
+                               {"limits": dataclasses.asdict(self.limits)})
+        self._helper = helper
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "facetalk.service.helpers.analyzer", str(theirs.fileno()),
-                 json.dumps(dataclasses.asdict(self.limits))], pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        conn = Connection(ours.detach())
-        if not conn.poll(self.timeout):
-            conn.close()
+            helper.wait_ready(self.timeout)
+        except EOFError:
             self._kill()
-            raise EOFError("the analyzer did not start")
-        conn.recv()  # ("ready",)
-        self._conn = conn
-        return conn
+            raise
+        return helper
 
     def _kill(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                self._proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(5.0)
-            self._proc = None
+        if self._helper is not None:
+            self._helper.kill()
+            self._helper = None
 
     def analyze(self, kind: str, path: Path, options: GenerationOptions | None = None
                 ) -> dict[str, Any]:
         """Run one analysis in the helper; raise the engine's typed error on bad input."""
-        opts = (options or GenerationOptions()).to_dict()
+        request = Analyze(kind, str(path), (options or GenerationOptions()).to_dict())
         with self._lock:
             # Two tries: a helper killed while idle can still look alive for a moment (its
             # threads are being torn down), so the first death may not be this file's fault.
@@ -200,46 +184,44 @@ class Analyzer:
                 if self._closed:
                     raise ShuttingDown("the server is shutting down")
                 try:
-                    reply = self._ask(kind, path, opts)
+                    reply = self._ask(request)
                     break
                 except (EOFError, OSError):
                     if self._closed:
                         raise ShuttingDown("the server is shutting down") from None
-                    code = self._proc.poll() if self._proc is not None else None
+                    code = self._helper.proc.poll() if self._helper is not None else None
                     log(_log, logging.WARNING, "the analyzer process died", exitcode=code,
                         attempt=attempt)
                     self._kill()
             else:
                 raise UnsupportedMedia("the file could not be analyzed (the decoder crashed)",
                                        hint="Try another file or format.")
-        if reply[0] == "ok":
-            return reply[1]
-        raise_reply_error(reply)
+        return answer_of(reply)
 
-    def _ask(self, kind: str, path: Path, opts: dict[str, Any]) -> Any:
+    def _ask(self, request: Analyze) -> object:
         """One round trip to the helper (started if needed); the caller holds the lock."""
-        if self._proc is not None and self._proc.poll() is not None:
+        if self._helper is not None and not self._helper.alive():
             self._kill()  # died while idle (killed, out of memory): start a new one
-        conn = self._conn or self._start()
-        conn.send((kind, str(path), opts))
-        if not conn.poll(self.timeout):
+        helper = self._helper or self._start()
+        reply = helper.ask(request, self.timeout)
+        if reply is None:
             log(_log, logging.WARNING, "analysis took too long; analyzer replaced",
                 timeout_s=self.timeout)
             self._kill()
             raise UnsupportedMedia(f"the file could not be analyzed within {self.timeout:.0f} s")
-        return conn.recv()
+        return reply
 
     def pid(self) -> int | None:
         """Pid of the helper while it runs (tests)."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        helper = self._helper
+        return helper.pid if helper is not None and helper.alive() else None
 
     def stop(self) -> None:
         """End the helper (at server shutdown), without waiting for an analysis to end."""
         self._closed = True
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()  # a request in flight sees EOF and answers at once
+        helper = self._helper
+        if helper is not None and helper.alive():
+            helper.proc.kill()  # a request in flight sees EOF and answers at once
         with self._lock:
             self._kill()
 

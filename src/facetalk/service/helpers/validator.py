@@ -10,31 +10,27 @@ server, for three reasons measured or feared on a 2-core box:
   or hangs takes down one helper, which is replaced; the request gets a 415;
 - **memory**: a 32-megapixel portrait decodes to ~100 MB, in the helper, not the server.
 
-The helper speaks the same socket-pair protocol as the render workers.
+The helpers are :class:`~.process.HelperProcess` children, like the analyzer and the render workers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import json
 import logging
 import os
 import queue
 import signal
-import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FacetalkError, InvalidInput, LimitExceeded, NoFaceFound, UnsupportedMedia
 from ...settings import Limits
 from ..logs import log
+from .messages import Answer, Inspect, Refusal
+from .process import HelperProcess, announce_ready, child_channel
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,25 +97,27 @@ def inspect_inputs(portrait: Path, audio: Path, limits: Limits) -> dict[str, dic
     }
 
 
-def raise_reply_error(reply: tuple[Any, ...]) -> NoReturn:
-    """Re-raise in the server the typed error a helper sent back as ``("error", code,
-    message, hint)``."""
-    _, code, message, hint = reply
-    raise _ERRORS.get(code, InvalidInput)(message, hint)
+def answer_of(reply: object) -> dict[str, Any]:
+    """A helper's :class:`Answer`, or the typed error its :class:`Refusal` carries, raised
+    in the server."""
+    if isinstance(reply, Answer):
+        return reply.value
+    if isinstance(reply, Refusal):
+        raise _ERRORS.get(reply.code, InvalidInput)(reply.message, reply.hint)
+    raise TypeError(f"unexpected helper message {type(reply).__name__}")
 
 
 # -- the helper process ---------------------------------------------------------------------
-def serve_helper(argv: list[str] | None, handle: Callable[[Any], dict[str, Any]],
+def serve_helper(argv: list[str] | None, handle: Callable[[Any, Limits], dict[str, Any]],
                  warm: tuple[str, ...], what: str) -> None:
-    """The loop of a helper process (``python -m ... FD LIMITS_JSON``, started by the
-    server only): warm ``warm``'s imports, say ready, then answer each request with
-    ``("ok", handle(request, limits))`` or ``("error", code, message, hint)``, until the
-    server goes away. ``what`` names the input in the out-of-memory message."""
+    """The loop of a helper process (``python -m ... FD CONFIG_JSON``, started by the
+    server only): warm ``warm``'s imports, say Ready, then answer each request with
+    :class:`Answer` ``(handle(request, limits))`` or a :class:`Refusal`, until the server
+    goes away. ``what`` names the input in the out-of-memory message."""
     from .. import logs
 
-    args = sys.argv[1:] if argv is None else argv
-    conn = Connection(int(args[0]))
-    limits = Limits(**json.loads(args[1]))
+    conn, config = child_channel(argv)
+    limits = Limits(**config["limits"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     os.nice(5)  # decoding for a client yields to the server's event loop, not vice versa
     logs.configure("warning")
@@ -127,53 +125,35 @@ def serve_helper(argv: list[str] | None, handle: Callable[[Any], dict[str, Any]]
     for module in warm:
         importlib.import_module(module)
     try:
-        conn.send(("ready",))
+        announce_ready(conn)
         while os.getppid() == parent:
             try:
                 request = conn.recv()
             except EOFError:
                 return  # the server is gone
             try:
-                conn.send(("ok", handle(request, limits)))
+                conn.send(Answer(handle(request, limits)))
             except FacetalkError as exc:
-                conn.send(("error", exc.code, exc.message, exc.hint))
+                conn.send(Refusal(exc.code, exc.message, exc.hint))
             except MemoryError:
-                conn.send(("error", "limit_exceeded",
-                           f"the {what} needs too much memory to decode", "Use a smaller file."))
+                conn.send(Refusal("limit_exceeded", f"the {what} needs too much memory to decode",
+                                  "Use a smaller file."))
     except (BrokenPipeError, ConnectionResetError, EOFError):
         return
     finally:
         conn.close()
 
 
+def _inspect(request: Inspect, limits: Limits) -> dict[str, Any]:
+    return inspect_inputs(Path(request.portrait), Path(request.audio), limits)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m facetalk.service.helpers.validator FD LIMITS_JSON``: started by the server only."""
-    serve_helper(argv, lambda req, limits: inspect_inputs(Path(req[0]), Path(req[1]), limits),
-                 ("PIL.Image", "facetalk.media.audio", "facetalk.media.image"), "input")
+    """``python -m facetalk.service.helpers.validator FD CONFIG_JSON``: started by the server only."""
+    serve_helper(argv, _inspect, ("PIL.Image", "facetalk.media.audio", "facetalk.media.image"), "input")
 
 
 # -- the pool, in the server ---------------------------------------------------------------
-class _Helper:
-    def __init__(self, limits: Limits) -> None:
-        ours, theirs = socket.socketpair()
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facetalk.service.helpers.validator", str(theirs.fileno()),
-                 json.dumps(asdict(limits))], pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL)
-        finally:
-            theirs.close()
-        self.conn = Connection(ours.detach())
-        self.ready = False
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5.0)
-        self.conn.close()
-
-
 class ValidatorPool:
     """N helper processes; ``inspect`` blocks (call it from a thread) and is thread-safe."""
 
@@ -181,8 +161,8 @@ class ValidatorPool:
         self.size = size
         self.limits = limits
         self.timeout = timeout
-        self._idle: queue.Queue[_Helper] = queue.Queue()
-        self._all: list[_Helper] = []
+        self._idle: queue.Queue[HelperProcess] = queue.Queue()
+        self._all: list[HelperProcess] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -191,14 +171,14 @@ class ValidatorPool:
         for _ in range(self.size):
             self._idle.put(self._spawn())
 
-    def _spawn(self) -> _Helper:
-        helper = _Helper(self.limits)
+    def _spawn(self) -> HelperProcess:
+        helper = HelperProcess("facetalk.service.helpers.validator", {"limits": asdict(self.limits)})
         with self._lock:
             self._all.append(helper)
         return helper
 
-    def _replace(self, helper: _Helper) -> None:
-        helper.close()
+    def _replace(self, helper: HelperProcess) -> None:
+        helper.kill()
         with self._lock:
             if helper in self._all:
                 self._all.remove(helper)
@@ -210,28 +190,20 @@ class ValidatorPool:
         """Decode both files in a helper; raise the engine's typed error when they are bad."""
         helper = self._idle.get(timeout=self.timeout * 2)
         try:
-            if not helper.ready:
-                if not helper.conn.poll(self.timeout):
-                    raise EOFError("the validator did not start")
-                helper.conn.recv()
-                helper.ready = True
-            helper.conn.send((str(portrait), str(audio)))
-            if not helper.conn.poll(self.timeout):
-                log(_log, logging.WARNING, "decoding took too long; validator replaced",
-                    timeout_s=self.timeout)
-                self._replace(helper)
-                raise UnsupportedMedia(f"the files could not be decoded within {self.timeout:.0f} s")
-            reply = helper.conn.recv()
+            helper.wait_ready(self.timeout)
+            reply = helper.ask(Inspect(str(portrait), str(audio)), self.timeout)
         except (EOFError, OSError):
-            code = helper.proc.poll()
             log(_log, logging.WARNING, "a validator process died while decoding an upload",
-                exitcode=code)
+                exitcode=helper.proc.poll())
             self._replace(helper)
             raise UnsupportedMedia("the files could not be decoded (the decoder crashed)") from None
+        if reply is None:
+            log(_log, logging.WARNING, "decoding took too long; validator replaced",
+                timeout_s=self.timeout)
+            self._replace(helper)
+            raise UnsupportedMedia(f"the files could not be decoded within {self.timeout:.0f} s")
         self._idle.put(helper)
-        if reply[0] == "ok":
-            return reply[1]
-        raise_reply_error(reply)
+        return answer_of(reply)
 
     def stop(self) -> None:
         """End every helper."""
@@ -240,12 +212,12 @@ class ValidatorPool:
             helpers = list(self._all)
             self._all.clear()
         for helper in helpers:
-            helper.close()
+            helper.kill()
 
     def pids(self) -> list[int]:
         """Pids of the helpers (tests)."""
         with self._lock:
-            return [h.proc.pid for h in self._all]
+            return [h.pid for h in self._all]
 
 
 if __name__ == "__main__":

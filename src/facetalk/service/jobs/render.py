@@ -2,19 +2,18 @@
 
 It imports only the engine (never the web stack) and lives as long as the server, so
 the engine's imports and JIT warm-up are paid once. The parent can stop a render in
-two ways, from gentle to certain: send ("cancel", job_id) down the pipe (looked for
-before every frame), or SIGKILL the process (a stuck render, a timeout). If the server dies,
-the next cancel check sees the parent gone and the render stops: no orphan keeps
-burning the CPU or writing files after a ``kill -9`` of the server.
+two ways, from gentle to certain: send a ``Cancel`` down the pipe (looked for before
+every frame; the messages are in ``jobs.messages``), or SIGKILL the process (a stuck
+render, a timeout). If the server dies, the next cancel check sees the parent gone and
+the render stops: no orphan keeps burning the CPU or writing files after a ``kill -9``
+of the server.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
-import sys
 import time
 import uuid
 from multiprocessing.connection import Connection
@@ -24,6 +23,17 @@ from ...errors import Cancelled, FacetalkError
 from ...options import GenerationOptions
 from ...settings import Limits
 from .. import logs
+from ..helpers.process import announce_ready, child_channel
+from .messages import (
+    Cancel,
+    JobReport,
+    ProgressReport,
+    RenderCancelled,
+    Rendered,
+    RenderFailed,
+    RenderJob,
+    Stop,
+)
 
 if TYPE_CHECKING:
     from ...pipeline import Progress
@@ -50,19 +60,17 @@ def worker_main(conn: Connection, parent_pid: int, limits: dict[str, Any], log_l
 
     engine_limits = Limits(**limits)
     try:
-        conn.send(("ready", os.getpid()))
+        announce_ready(conn)
         while True:
             try:
                 msg = conn.recv()
             except EOFError:
                 return  # the server is gone
-            if msg[0] == "stop":
+            if isinstance(msg, Stop):
                 return
-            if msg[0] != "job":
+            if not isinstance(msg, RenderJob):
                 continue  # e.g. a cancel for a job that already ended
-            _, job_id, portrait, audio, options, output = msg
-            conn.send(_run(generate, job_id, portrait, audio, options, output, engine_limits,
-                           parent_pid, conn))
+            conn.send(_run(generate, msg, engine_limits, parent_pid, conn))
     except (BrokenPipeError, ConnectionResetError, EOFError):
         return  # the server went away while we were talking to it
 
@@ -73,26 +81,25 @@ def main(argv: list[str] | None = None) -> None:
     A fresh interpreter (not multiprocessing's spawn) so the server's own ``__main__``
     is never re-imported, whatever script embeds the app.
     """
-    args = sys.argv[1:] if argv is None else argv
-    fd, config = int(args[0]), json.loads(args[1])
-    conn = Connection(fd)
+    conn, config = child_channel(argv)
     try:
         worker_main(conn, int(config["parent_pid"]), config["limits"], config["log_level"])
     finally:
         conn.close()
 
 
-def _run(generate: Any, job_id: str, portrait: str, audio: str, options: dict[str, Any],
-         output: str, limits: Limits, parent_pid: int, conn: Connection) -> tuple[Any, ...]:
+def _run(generate: Any, job: RenderJob, limits: Limits, parent_pid: int,
+         conn: Connection) -> JobReport:
+    job_id = job.job_id
     cancelled = False
 
     def stop_requested() -> bool:
         # Checked by the engine before every frame: a non-blocking look at the pipe for a
-        # ("cancel", job_id) message, and whether the server (our parent) still exists.
+        # Cancel of this job (or a Stop), and whether the server (our parent) still exists.
         nonlocal cancelled
         while not cancelled and conn.poll():
             msg = conn.recv()
-            cancelled = (msg[0] == "cancel" and msg[1] == job_id) or msg[0] == "stop"
+            cancelled = (isinstance(msg, Cancel) and msg.job_id == job_id) or isinstance(msg, Stop)
         return cancelled or os.getppid() != parent_pid
 
     last = 0.0
@@ -102,26 +109,26 @@ def _run(generate: Any, job_id: str, portrait: str, audio: str, options: dict[st
         now = time.monotonic()
         if now - last >= PROGRESS_INTERVAL or p.fraction >= 1.0:
             last = now
-            conn.send(("progress", job_id, p.fraction, p.stage, p.frames_done,
-                       p.frames_total, p.eta_s))
+            conn.send(ProgressReport(job_id, p.fraction, p.stage, p.frames_done,
+                                     p.frames_total, p.eta_s))
 
     try:
-        opts = GenerationOptions.from_mapping(options)
-        result = generate(portrait, audio, opts, on_progress, output=output, limits=limits,
-                          cancel=stop_requested)
+        opts = GenerationOptions.from_mapping(job.options)
+        result = generate(job.portrait, job.audio, opts, on_progress, output=job.output,
+                          limits=limits, cancel=stop_requested)
     except Cancelled:
-        return ("cancelled", job_id)
+        return RenderCancelled(job_id)
     except FacetalkError as exc:
-        return ("failed", job_id, exc.to_dict(), None)
+        return RenderFailed(job_id, exc.to_dict(), None)
     except Exception:
         error_id = uuid.uuid4().hex[:12]
         _log.exception("render crashed", extra={"fields": {"job": job_id, "error_id": error_id}})
-        return ("failed", job_id, {
+        return RenderFailed(job_id, {
             "error": "internal_error",
             "detail": f"the render failed with an internal error (error id {error_id})",
             "hint": "This is a bug in facetalk; report the error id to the operator."},
             error_id)
-    return ("done", job_id, result_document(result))
+    return Rendered(job_id, result_document(result))
 
 
 def result_document(result: Any) -> dict[str, Any]:

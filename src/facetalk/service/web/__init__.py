@@ -14,10 +14,22 @@ from pathlib import Path
 #: The page's files and their types; nothing else is ever served from the folder.
 PAGE_FILES = {
     "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
+    "main.js": "text/javascript; charset=utf-8",
+    "state.js": "text/javascript; charset=utf-8",
+    "i18n.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "settings.js": "text/javascript; charset=utf-8",
+    "portrait.js": "text/javascript; charset=utf-8",
+    "voice.js": "text/javascript; charset=utf-8",
+    "jobs.js": "text/javascript; charset=utf-8",
+    "history.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "i18n.json": "application/json",
     "icon.svg": "image/svg+xml",
+    "live.html": "text/html; charset=utf-8",
+    "live.js": "text/javascript; charset=utf-8",
+    "live-tap.js": "text/javascript; charset=utf-8",
+    "live.css": "text/css; charset=utf-8",
 }
 #: Where they are served: ``/`` is index.html, the rest under ``/web/``.
 PREFIX = "/web/"
