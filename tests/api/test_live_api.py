@@ -14,6 +14,7 @@ import hashlib
 import io
 import itertools
 import json
+import re
 import time
 import wave
 from collections.abc import Iterator
@@ -29,7 +30,9 @@ from PIL import Image
 from facetalk.face import landmarks as L
 from facetalk.face.analysis import analyze_face
 from facetalk.media import tts
+from facetalk.settings import Limits
 from helpers.live import KEY, RATE, SIZE, LiveServer, app_client, create_avatar, decode, refusal, session
+from helpers.service import stream_until_refused
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -166,7 +169,9 @@ def test_live_page_needs_no_key_but_the_api_does(server: LiveServer, portrait_by
     with httpx.Client(base_url=server.base, timeout=60) as http:
         page = http.get("/live")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert "<canvas" in page.text and "/v1/stream" in page.text
+        assert "<canvas" in page.text and '<script src="/web/live.js"' in page.text
+        script = http.get("/web/live.js")  # the page's files need no key either
+        assert script.status_code == 200 and "/v1/stream" in script.text
         assert create_avatar(http.post, portrait_bytes).status_code == 401
         assert create_avatar(http.post, portrait_bytes, **{"X-API-Key": "wrong-key-0000"}).status_code == 401
         assert http.get("/v1/avatars/0123456789abcdef").status_code == 401
@@ -324,3 +329,32 @@ def test_api_keys_in_logged_urls_are_blanked() -> None:
     text = out.getvalue()
     assert "s3cr3t-KEY" not in text and "other-secret" not in text, text
     assert "avatar=ab12" in text and "api_key=***" in text and "&x=1" in text
+
+
+def test_live_page_has_the_main_pages_csp_and_no_inline_code(api: TestClient) -> None:
+    main, live = api.get("/"), api.get("/live")
+    assert live.status_code == 200 and live.headers["content-type"].startswith("text/html")
+    csp = live.headers["content-security-policy"]
+    assert csp == main.headers["content-security-policy"] and "unsafe-inline" not in csp
+    html = live.text
+    assert "<script>" not in html and "<style" not in html and "style=" not in html
+    for name in re.findall(r'(?:src|href)="/web/([\w.-]+)"', html) + ["live-tap.js"]:
+        r = api.get(f"/web/{name}")
+        assert r.status_code == 200 and r.content, name
+    assert set(re.findall(r'(?:src|href)="/web/([\w.-]+)"', html)) == {"live.js", "live.css"}
+    assert '"/web/live-tap.js"' in api.get("/web/live.js").text  # the worklet is a file, not a blob
+
+
+def test_oversized_avatar_upload_is_cut_off_while_it_streams(tmp_path: Path) -> None:
+    """/v1/avatars shares the job API's streaming parser: refused near the size limit."""
+    with LiveServer(tmp_path, limits=Limits(max_input_bytes=1_000_000)) as s:
+        response, sent = stream_until_refused(s.port, "/v1/avatars", "portrait", 256 << 20)
+        assert response.startswith(b"HTTP/1.1 413"), response[:200]
+        assert sent < 64 << 20, f"{sent / 1e6:.0f} MB were accepted before the refusal"
+        assert not [p for p in (tmp_path / "tmp").rglob("*") if p.is_file()]
+
+
+def test_say_refuses_an_oversized_body(api: TestClient) -> None:
+    r = api.post("/v1/say", content=b'{"text": "' + b"a" * 200_000 + b'"}',
+                 headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "limit_exceeded"

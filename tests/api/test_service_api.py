@@ -29,7 +29,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from facetalk.options import GenerationOptions, field_info
-from facetalk.service.app import create_app
+from facetalk.service.api import create_app
 from facetalk.service.settings import ServiceSettings
 from helpers.queue import celery_client
 from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone

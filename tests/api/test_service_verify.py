@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from facetalk import GenerationOptions, generate
 from facetalk.media import tts
-from facetalk.service.app import create_app
+from facetalk.service.api import create_app
 from facetalk.service.settings import ServiceSettings
 
 

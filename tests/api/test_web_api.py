@@ -27,10 +27,10 @@ from facetalk.face.analysis import analyze_face
 from facetalk.face.framing import plan_framing
 from facetalk.media.image import load_portrait
 from facetalk.options import FRAMINGS, PRESETS, GenerationOptions, field_info
-from facetalk.service.app import create_app
+from facetalk.service.api import create_app
+from facetalk.service.helpers.analyzer import peaks
 from facetalk.service.settings import ServiceSettings
 from facetalk.service.web import PAGE_FILES, static_dir
-from facetalk.service.web.analyzer import peaks
 from facetalk.settings import Limits
 from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone
 
@@ -93,7 +93,7 @@ def test_page_is_served_with_its_assets_and_a_strict_csp(api: TestClient) -> Non
 
 
 def test_unknown_page_file_is_a_json_404(api: TestClient) -> None:
-    for path in ("/web/nope.js", "/web/../pyproject.toml", "/web/static/app.js", "/web/"):
+    for path in ("/web/nope.js", "/web/../pyproject.toml", "/web/static/main.js", "/web/"):
         r = api.get(path)
         assert r.status_code == 404, path
         body = r.json()
@@ -104,7 +104,7 @@ def test_page_is_public_but_the_api_needs_the_key(tmp_path: Path, astronaut_path
     """A browser cannot send a key when it opens a URL: the page must load to ask for it."""
     with make_client(tmp_path, api_keys=(KEY,)) as client:
         assert client.get("/").status_code == 200
-        assert client.get("/web/app.js").status_code == 200
+        assert client.get("/web/main.js").status_code == 200
         for method, path in (("GET", "/v1/options"), ("POST", "/v1/analyze"),
                              ("POST", "/"), ("GET", "/v1/jobs")):
             r = client.request(method, path)

@@ -21,7 +21,7 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from facetalk.service.app import create_app
+from facetalk.service.api import create_app
 from facetalk.service.settings import ServiceSettings
 
 KEY = "live-test-key-0123456789"

@@ -153,7 +153,7 @@ def celery_client(tmp: Path, workers: int = 1, **settings: Any) -> Iterator[Any]
     ``workers`` real worker processes sharing ``tmp`` as storage."""
     from fastapi.testclient import TestClient
 
-    from facetalk.service.app import create_app
+    from facetalk.service.api import create_app
 
     with RedisServer(tmp.parent / f"{tmp.name}-redis") as server:
         s = ServiceSettings(storage=tmp, workers=1, queue=server.url, **settings)

@@ -16,7 +16,7 @@ from typing import Any
 import av
 import httpx
 
-from facetalk.service.store import CANCELLED, FAILED, SUCCEEDED
+from facetalk.service.jobs.store import CANCELLED, FAILED, SUCCEEDED
 
 TINY = {"min_resolution": "256", "inference_steps": "5"}
 
@@ -203,3 +203,39 @@ def decode_mp4(data: bytes) -> dict[str, Any]:
         meta = dict(c.metadata)
         return {"frames": frames, "width": v.codec_context.width,
                 "height": v.codec_context.height, "audio": has_audio, "metadata": meta}
+
+
+def stream_until_refused(port: int, path: str, part: str, total: int,
+                         headers: dict[str, str] | None = None) -> tuple[bytes, int]:
+    """POST a chunked multipart body to ``path`` whose file part ``part`` would be ``total``
+    bytes, sending until the server answers; return (response, bytes of file data sent)."""
+    import select
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}"
+            "Content-Type: multipart/form-data; boundary=BOUNDARY\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    start = (f"--BOUNDARY\r\nContent-Disposition: form-data; name=\"{part}\"; "
+             "filename=\"huge.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+    sock.sendall(head + b"%x\r\n%s\r\n" % (len(start), start))
+    block = b"\0" * 65536
+    chunk = b"%x\r\n%s\r\n" % (len(block), block)
+    sent, response = 0, b""
+    try:
+        while sent < total and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(chunk)
+            sent += len(block)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    sock.settimeout(10)
+    try:
+        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            response += data
+    except (ConnectionResetError, TimeoutError):
+        pass
+    sock.close()
+    return response, sent

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import redis
 
-from facetalk.service.redis_state import EVENTS
-from facetalk.service.storage import Storage
+from facetalk.service.celery.state import EVENTS
+from facetalk.service.jobs.storage import Storage
 from helpers.queue import RedisServer, WorkerProcess
 from helpers.service import Server, decode_mp4, submit, wait_for, wait_gone
 

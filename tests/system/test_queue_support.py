@@ -37,7 +37,7 @@ def _new_job(client: redis.Redis, job_id: str, max_attempts: int = 2) -> None:
 
 
 def test_start_and_finish_scripts_make_a_job_end_exactly_once(redis_server: RedisServer) -> None:
-    from facetalk.service.redis_state import EVENTS, Scripts
+    from facetalk.service.celery.state import EVENTS, Scripts
 
     c = redis_server.client()
     s = Scripts(c)
@@ -58,7 +58,7 @@ def test_start_and_finish_scripts_make_a_job_end_exactly_once(redis_server: Redi
 
 
 def test_lapsed_lease_retry_limit_and_stale_messages(redis_server: RedisServer) -> None:
-    from facetalk.service.redis_state import Scripts
+    from facetalk.service.celery.state import Scripts
 
     c = redis_server.client()
     s = Scripts(c)
@@ -80,7 +80,7 @@ def test_lapsed_lease_retry_limit_and_stale_messages(redis_server: RedisServer) 
 
 
 def test_cancel_script_ends_a_queued_job_and_flags_a_running_one(redis_server: RedisServer) -> None:
-    from facetalk.service.redis_state import Scripts
+    from facetalk.service.celery.state import Scripts
 
     c = redis_server.client()
     s = Scripts(c)
@@ -96,7 +96,7 @@ def test_cancel_script_ends_a_queued_job_and_flags_a_running_one(redis_server: R
 
 
 def test_shutdown_hand_back_refunds_the_attempt(redis_server: RedisServer) -> None:
-    from facetalk.service.redis_state import Scripts
+    from facetalk.service.celery.state import Scripts
 
     c = redis_server.client()
     s = Scripts(c)
@@ -109,8 +109,8 @@ def test_shutdown_hand_back_refunds_the_attempt(redis_server: RedisServer) -> No
 
 
 def test_storage_interface_and_settings(tmp_path: Path) -> None:
-    from facetalk.service.shared_storage import open_storage
-    from facetalk.service.storage import Storage
+    from facetalk.service.jobs.files import open_storage
+    from facetalk.service.jobs.storage import Storage
 
     with pytest.raises(InvalidInput, match="not supported"):
         open_storage("s3://bucket/facetalk")
@@ -142,7 +142,7 @@ def test_worker_refuses_to_start_without_the_shared_folder(tmp_path: Path) -> No
 
 def test_worker_is_listed_with_heartbeat_and_leaves_no_process(
         redis_server: RedisServer, tmp_path: Path) -> None:
-    from facetalk.service.storage import Storage
+    from facetalk.service.jobs.storage import Storage
 
     Storage(tmp_path / "data").prepare()
     w = WorkerProcess(redis_server.url, tmp_path / "data", "solo@test", concurrency=2)
@@ -168,7 +168,7 @@ def test_the_api_finds_messages_in_the_queue_and_in_flight(redis_server: RedisSe
                                                           tmp_path: Path) -> None:
     """The lost-message audit reads kombu's queue list and unacknowledged hash correctly
     (were it wrong, every waiting job would be published again and lose its place)."""
-    from facetalk.service.celery_backend import CeleryQueue
+    from facetalk.service.celery.backend import CeleryQueue
 
     q = CeleryQueue(ServiceSettings(storage=tmp_path / "data", queue=redis_server.url))
     try:
@@ -190,8 +190,8 @@ def test_the_api_finds_messages_in_the_queue_and_in_flight(redis_server: RedisSe
 
 def test_worker_side_does_not_import_the_web_stack() -> None:
     """Render machines run ``facetalk worker``: no FastAPI/Uvicorn in those processes."""
-    code = ("import sys, facetalk.service.celery_worker, facetalk.service.celery_app; "
-            "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'facetalk.service.app') "
+    code = ("import sys, facetalk.service.celery.worker, facetalk.service.celery.app; "
+            "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'facetalk.service.api') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

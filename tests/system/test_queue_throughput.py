@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from facetalk.service.storage import Storage
+from facetalk.service.jobs.storage import Storage
 from helpers.queue import RedisServer, WorkerProcess
 from helpers.service import Server, submit, wait_for
 

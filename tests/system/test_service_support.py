@@ -19,14 +19,14 @@ from helpers.service import alive, wait_gone
 def test_importing_facetalk_does_not_import_the_web_stack() -> None:
     code = ("import sys, facetalk, facetalk.options, facetalk.settings; "
             "bad = [m for m in ('fastapi', 'starlette', 'uvicorn', 'prometheus_client', "
-            "'facetalk.service.app') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+            "'facetalk.service.api') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_worker_module_does_not_import_the_web_stack() -> None:
-    """Render processes import facetalk.service.worker: it must stay free of the web stack."""
-    code = ("import sys, facetalk.service.worker; "
+    """Render processes import facetalk.service.jobs.render: it must stay free of the web stack."""
+    code = ("import sys, facetalk.service.jobs.render; "
             "bad = [m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -37,7 +37,7 @@ def test_validator_pool_survives_a_dead_helper(tmp_path: Path, astronaut_path: P
                                                short_speech: Path) -> None:
     """A decoder process that dies mid-request costs that request a 415, nothing more."""
     from facetalk.errors import UnsupportedMedia
-    from facetalk.service.validator import ValidatorPool
+    from facetalk.service.helpers.validator import ValidatorPool
     from facetalk.settings import Limits
 
     pool = ValidatorPool(1, Limits())

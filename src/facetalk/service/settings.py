@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -43,22 +44,131 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-#: environment variable of each setting (API keys: comma or whitespace separated).
-ENV = {
-    "host": "FACETALK_HOST",
-    "port": "FACETALK_PORT",
-    "storage": "FACETALK_STORAGE",
-    "workers": "FACETALK_WORKERS",
-    "job_timeout": "FACETALK_JOB_TIMEOUT",
-    "max_queued": "FACETALK_MAX_QUEUED",
-    "retention": "FACETALK_RETENTION",
-    "api_keys": "FACETALK_API_KEYS",
-    "max_attempts": "FACETALK_MAX_ATTEMPTS",
-    "min_free_disk_mb": "FACETALK_MIN_FREE_DISK_MB",
-    "max_connections": "FACETALK_MAX_CONNECTIONS",
-    "queue": "FACETALK_QUEUE",
-    "visibility_timeout": "FACETALK_VISIBILITY_TIMEOUT",
-}
+@dataclass(frozen=True)
+class Setting:
+    """One operator setting, declared once: its flag, environment variable, default as
+    shown and help. The click options of ``serve``/``worker``, their ``--help``, the
+    environment both commands read and the README's settings tables come from
+    :data:`SETTINGS` (a test checks the README against :func:`markdown_table`)."""
+
+    #: Keyword the command receives (a ServiceSettings or WorkerSettings field).
+    name: str
+    flag: str
+    #: Environment variable (None: flag only).
+    env: str | None
+    #: The default, as shown in --help and the README.
+    default: str
+    help: str
+    #: Which commands take it.
+    commands: tuple[str, ...] = ("serve",)
+    #: "text", "int", "path", "keys" (repeatable flag; comma separated in the environment),
+    #: "level" (a log level) or "switch" (an on/off flag).
+    kind: str = "text"
+    metavar: str | None = None
+    #: The worker's own help and default when they differ from serve's.
+    worker_help: str | None = None
+    worker_default: str | None = None
+
+
+_WORKERS_DEFAULT = "one per two cores, ≥ 1"
+#: Every setting of ``facetalk serve`` and ``facetalk worker``.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "--host", "FACETALK_HOST", "127.0.0.1",
+            "Interface to bind; `0.0.0.0` exposes the service to the network (set API keys)."),
+    Setting("port", "--port", "FACETALK_PORT", "8000", "TCP port.", kind="int"),
+    Setting("storage", "--storage", "FACETALK_STORAGE", "`./facetalk-data`",
+            "Folder for `jobs.sqlite3`, job inputs/outputs (`jobs/<id>/`), uploads in flight "
+            "(`tmp/`) and `audit.log`. Created with mode 0700.", ("serve", "worker"), "path", "DIR",
+            worker_help="This machine's mount point of the API's storage folder. The worker "
+                        "refuses to start if `jobs/` is not there."),
+    Setting("workers", "--workers", "FACETALK_WORKERS", _WORKERS_DEFAULT,
+            "Render processes running in parallel (ignored with `--queue`: the workers say "
+            "how many renders run).", kind="int"),
+    Setting("concurrency", "--concurrency", "FACETALK_WORKERS", _WORKERS_DEFAULT,
+            "Renders in parallel on this machine.", ("worker",), "int"),
+    Setting("job_timeout", "--job-timeout", "FACETALK_JOB_TIMEOUT", "auto",
+            "A render running longer is killed and its job fails with `job_timeout`. `auto` = "
+            "120 s + 30 s per second of video (×(min_resolution/512)² above 512 px); or a "
+            "duration: `600`, `10m`.", metavar="DURATION|auto"),
+    Setting("max_queued", "--max-queued", "FACETALK_MAX_QUEUED", "50",
+            "Jobs waiting for a worker; beyond it submissions get `429` with `Retry-After`.",
+            kind="int"),
+    Setting("retention", "--retention", "FACETALK_RETENTION", "24h",
+            "Inputs and output are deleted this long after a job ends (`30m`, `24h`, `7d`). `0` "
+            "deletes the inputs the moment the job ends and keeps the video one hour. The job's "
+            "record (hashes, options, timings; no media) is forgotten 7 days after its files.",
+            metavar="DURATION"),
+    Setting("api_keys", "--api-key", "FACETALK_API_KEYS", "none",
+            "When set, every route but `/healthz` needs `Authorization: Bearer KEY` or "
+            "`X-API-Key: KEY`. Keys are at least 8 characters; prefer the environment (command "
+            "lines are visible in `ps`).", kind="keys", metavar="KEY"),
+    Setting("max_attempts", "--max-attempts", "FACETALK_MAX_ATTEMPTS", "3",
+            "Starts of a job (a crashed worker, a killed server) before it is marked failed.",
+            kind="int"),
+    Setting("min_free_disk_mb", "--min-free-disk-mb", "FACETALK_MIN_FREE_DISK_MB", "1024",
+            "Below this much free space on the storage disk, submissions get `507` and "
+            "`/readyz` fails.", kind="int"),
+    Setting("max_connections", "--max-connections", "FACETALK_MAX_CONNECTIONS", "256",
+            "Concurrent HTTP connections before Uvicorn answers `503`.", kind="int"),
+    Setting("queue", "--queue", "FACETALK_QUEUE", "embedded",
+            "`redis://HOST:6379/0` (or `rediss://` for TLS, `redis://:PASSWORD@HOST...`) "
+            "switches to Celery: renders then run in `facetalk worker` processes on any "
+            "machine.", ("serve", "worker"), metavar="URL",
+            worker_help="The broker the API uses, `redis://HOST:6379/0`.", worker_default="required"),
+    Setting("visibility_timeout", "--visibility-timeout", "FACETALK_VISIBILITY_TIMEOUT", "6h",
+            "With `--queue`: a message not acknowledged this long is delivered again. Every "
+            "job's time limit is capped 60 s below it, so a job still rendering is never "
+            "handed out twice. Use the same value everywhere.", ("serve", "worker"),
+            metavar="DURATION"),
+    Setting("name", "--name", "FACETALK_WORKER_NAME", "`facetalk@HOSTNAME`",
+            "Unique name (Celery node name) in `/v1/workers` and metrics; a second worker "
+            "with a live name is refused.", ("worker",), metavar="NAME"),
+    Setting("lease", "--lease", "FACETALK_LEASE", "30s",
+            "A render renews its job's lease every third of this; a machine silent this long "
+            "loses its job to another worker.", ("worker",), metavar="DURATION"),
+    Setting("log_level", "--log-level", None, "info", "JSON log lines on stderr.",
+            ("serve", "worker"), "level"),
+    Setting("access_log", "--access-log", None, "off",
+            "Log every request (with client addresses).", kind="switch"),
+)
+
+
+def settings_for(command: str) -> tuple[Setting, ...]:
+    """The settings ``command`` (``serve`` or ``worker``) takes, in table order."""
+    return tuple(s for s in SETTINGS if command in s.commands)
+
+
+def markdown_table(command: str) -> str:
+    """The README's settings table of ``command``, generated from :data:`SETTINGS`."""
+    rows = ["| flag | environment | default | what it does |", "|---|---|---|---|"]
+    for s in settings_for(command):
+        flag = f"`{s.flag}` (repeatable)" if s.kind == "keys" else f"`{s.flag}`"
+        env = "–" if s.env is None else f"`{s.env}`"
+        env += " (comma separated)" if s.kind == "keys" else ""
+        text, default = s.help, s.default
+        if command == "worker":
+            text, default = s.worker_help or text, s.worker_default or default
+        rows.append(f"| {flag} | {env} | {default} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+def read_raw(command: str, overrides: Mapping[str, Any] | None = None,
+             environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``command``'s settings that were given: environment variables, then ``overrides``
+    (the flags; None or () means not given). Precedence: flag > environment > default."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for s in settings_for(command):
+        if s.env and env.get(s.env, "").strip():
+            raw[s.name] = env[s.env]
+    for name, value in (overrides or {}).items():
+        if value is not None and value != ():
+            raw[name] = value
+    return raw
+
+
+#: environment variable of each ``serve`` setting (API keys: comma or whitespace separated).
+ENV = {s.name: s.env for s in settings_for("serve") if s.env}
 
 #: Queue URL schemes that select the Celery backend (Redis broker).
 QUEUE_SCHEMES = ("redis://", "rediss://")
@@ -157,16 +267,12 @@ class ServiceSettings:
              environ: Mapping[str, str] | None = None) -> ServiceSettings:
         """Defaults, then ``FACETALK_*`` environment variables, then ``overrides`` (CLI)."""
         env = os.environ if environ is None else environ
-        raw: dict[str, Any] = {}
-        for name, var in ENV.items():
-            if env.get(var, "").strip():
-                raw[name] = env[var]
-        for name, value in (overrides or {}).items():
-            if value is not None and value != ():
-                raw[name] = value
+        raw = read_raw("serve", overrides, env)
         values: dict[str, Any] = {"limits": Limits.from_env(dict(env))}
         known = {f.name for f in fields(cls)}
         for name, value in raw.items():
+            if name in ("log_level", "access_log"):
+                continue  # the command's own (logging), not the app's
             if name not in known:
                 raise InvalidInput(f"unknown setting {name!r}")
             values[name] = _convert(name, value)
@@ -201,3 +307,46 @@ def _convert(name: str, value: Any) -> Any:
         keys = re.split(r"[\s,]+", value) if isinstance(value, str) else list(value)
         return tuple(k for k in (str(k).strip() for k in keys) if k)
     return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What ``facetalk worker`` is told (flags or the ``FACETALK_*`` variables of :data:`SETTINGS`)."""
+
+    #: The broker, ``redis://HOST:6379/0`` (same as the API's ``--queue``).
+    queue: str
+    #: This machine's mount point of the shared storage folder.
+    storage: Path
+    #: Renders in parallel on this machine (one per two cores is right for the engine).
+    concurrency: int
+    #: Unique worker name (Celery node name), shown in /v1/workers and metrics.
+    name: str
+    #: Must match the API's: a message is re-delivered after this long without an ack.
+    visibility_timeout: float
+    #: A job whose render stops refreshing its lease this long is given to another worker.
+    lease_s: float = 30.0
+    log_level: str = "info"
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None,
+             environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        """Defaults, then the environment, then ``overrides`` (the flags), as for serve."""
+        raw = read_raw("worker", overrides, environ)
+        base = ServiceSettings.load({k: raw.get(k) for k in ("queue", "storage", "visibility_timeout")},
+                                    environ={})
+        if not base.queue:
+            raise InvalidInput("a worker needs the queue URL",
+                               hint="facetalk worker --queue redis://HOST:6379/0 --storage DIR")
+        lease_s = parse_duration(raw.get("lease", "30"), "lease")
+        if lease_s < 3:
+            raise InvalidInput("lease must be at least 3 s")
+        try:
+            n = int(raw.get("concurrency") or 0) or default_workers()
+        except ValueError:
+            raise InvalidInput(f"concurrency must be a whole number, got {raw['concurrency']!r}") from None
+        if n < 1:
+            raise InvalidInput(f"concurrency must be at least 1, got {n}")
+        return cls(queue=base.queue, storage=base.storage, concurrency=n,
+                   name=str(raw.get("name") or f"facetalk@{socket.gethostname()}"),
+                   visibility_timeout=base.visibility_timeout, lease_s=lease_s,
+                   log_level=str(raw.get("log_level", "info")))

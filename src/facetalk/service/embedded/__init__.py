@@ -1,0 +1,1 @@
+"""The default queue backend: the SQLite job table plus supervised render processes on this box."""

@@ -1,0 +1,1 @@
+"""One helper-process class (``process``) and the helpers it runs: upload validation, page analysis."""
