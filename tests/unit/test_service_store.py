@@ -10,7 +10,7 @@ import pytest
 
 from facetalk.errors import InvalidInput
 from facetalk.service.settings import ServiceSettings, parse_duration
-from facetalk.service.store import FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore, NewJob
+from facetalk.service.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore, NewJob
 
 
 # -- settings ------------------------------------------------------------------------------
