@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from facetalk.errors import InvalidInput
-from facetalk.service.settings import ServiceSettings, parse_duration
 from facetalk.service.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, JobStore, NewJob
+from facetalk.service.settings import ServiceSettings, parse_duration
 
 
 # -- settings ------------------------------------------------------------------------------
