@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import select
-import socket
 import struct
 import time
 import zipfile
@@ -25,7 +23,7 @@ import pytest
 from PIL import Image
 
 from facetalk.media import tts
-from helpers.service import Server
+from helpers.service import Server, stream_until_refused
 
 KEY = "test-key-" + "x" * 24
 LIMIT_BYTES = 2_000_000
@@ -207,37 +205,9 @@ def test_bad_input_is_refused_cleanly(case: Case, server: Server, media: Media) 
 
 def test_one_gigabyte_stream_is_cut_off_at_the_limit(server: Server) -> None:
     """A chunked upload that would be 1 GB is refused with 413 after about the limit."""
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
-            f"Authorization: Bearer {KEY}\r\n"
-            "Content-Type: multipart/form-data; boundary=BOUNDARY\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n").encode()
-    part = (b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"portrait\"; "
-            b"filename=\"huge.png\"\r\nContent-Type: image/png\r\n\r\n")
-    sock.sendall(head + b"%x\r\n%s\r\n" % (len(part), part))
-    block = b"\0" * 65536
-    chunk = b"%x\r\n%s\r\n" % (len(block), block)
-    sent, total, response = 0, 1 << 30, b""
     t0 = time.monotonic()
-    try:
-        while sent < total:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable:
-                break
-            sock.sendall(chunk)
-            sent += len(block)
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    sock.settimeout(10)
-    try:
-        while b"\r\n\r\n" not in response or not response.rstrip().endswith(b"}"):
-            data = sock.recv(65536)
-            if not data:
-                break
-            response += data
-    except (ConnectionResetError, TimeoutError):
-        pass
-    sock.close()
+    response, sent = stream_until_refused(server.port, "/v1/jobs", "portrait", 1 << 30,
+                                          {"Authorization": f"Bearer {KEY}"})
     elapsed = time.monotonic() - t0
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
     body = json.loads(response.split(b"\r\n\r\n", 1)[1].strip().splitlines()[-1])

@@ -258,17 +258,3 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
-def _sse(event: str, data: dict[str, Any], n: int) -> str:
-    return f"id: {n}\nevent: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
-
-
