@@ -27,7 +27,11 @@ def stress_peaks(feat: Features) -> list[tuple[int, float, float]]:
     f0 = feat.f0
     voiced = f0 > 0
     peaks = []
-    for i in np.nonzero((env == local_max) & (env > 0.35))[0]:
+    # A flat top (loudness clipped at 1, as the live driver's first second can be before it
+    # knows the voice's levels) is one peak, not one per hop: only where the plateau starts.
+    starts = np.ones(len(env), bool)
+    starts[1:] = env[1:] != env[:-1]
+    for i in np.nonzero((env == local_max) & (env > 0.35) & starts)[0]:
         prom = env[i] - env[max(0, i - 2 * w_before):i + 1].min()
         if prom <= 0.2:
             continue
