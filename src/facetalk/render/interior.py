@@ -199,56 +199,59 @@ def _teeth_colour(img: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarr
     return np.clip(hue / float(hue @ weights) * min(lum, 230.0), 0, 255)
 
 
-def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
-                rig: Rig, lip_rgb: np.ndarray, skin_rgb: np.ndarray, img: np.ndarray,
-                own_teeth: bool, seed: int = 0) -> MouthSprites:
-    """Precompute the mouth's layers for one portrait (see the module docstring).
+@dataclass(frozen=True)
+class _Grid:
+    """The layers' pixel grid in working-image px, and each pixel in face axes (mm)."""
 
-    ``to_work`` maps portrait px to working-image px; ``rig`` is the face rig (its rest
-    inner-lip contours and face axes place the teeth).
-    """
+    x0: int
+    y0: int
+    u_mm: np.ndarray  # (h, w) along the eyes, from the mouth centre
+    v_mm: np.ndarray  # (h, w) downwards
+    px_mm: float  # working-image px per mm
+    ppi: float  # working-image px per IOD
+    half_w_mm: float  # half the mouth's width at rest
+    v_up0: float  # the upper inner lip at rest, in the middle (mm)
+    v_lo0: float  # the lower inner lip likewise
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.u_mm.shape  # type: ignore[return-value]
+
+
+def _mouth_grid(to_work: Callable[[np.ndarray], np.ndarray], rig: Rig) -> _Grid:
+    """A box around the mouth with room for the jaw to drop and the teeth above, in face
+    axes: the teeth are laid out along the face, whatever its tilt in the picture."""
     frame = rig.frame
-    src_w = to_work(rig.src)
-    origin_img = frame.origin
-    o = to_work(origin_img[None, :])[0]
+    o = to_work(frame.origin[None, :])[0]
     # Work px per portrait px (the working image is an axis-aligned rescale).
-    k = float(np.linalg.norm(to_work(origin_img[None, :] + frame.ex[None, :])[0] - o))
-    ppi = frame.iod * k  # work px per IOD
+    k = float(np.linalg.norm(to_work(frame.origin[None, :] + frame.ex[None, :])[0] - o))
+    ppi = frame.iod * k
     px_mm = ppi / IOD_MM
     ex, ey = frame.ex, frame.ey
-    up_pts = src_w[rig.mouth_up]
-    lo_pts = src_w[rig.mouth_lo]
-    corners = np.concatenate([up_pts, lo_pts])
-    half_w = float(np.max(np.abs((corners - o) @ ex)))
-    # Sprite box: the mouth, plus room for the jaw to drop (the jaw layer) and teeth above.
+    src_w = to_work(rig.src)
+    up_pts, lo_pts = src_w[rig.mouth_up], src_w[rig.mouth_lo]
+    half_w = float(np.max(np.abs((np.concatenate([up_pts, lo_pts]) - o) @ ex)))
     span = max(half_w * 1.25, 0.3 * ppi)
-    top = -0.22 * ppi
-    bottom = 0.45 * ppi
-    cx = o[0]
-    box_x0 = int(np.floor(cx - span * 1.1 - 0.15 * ppi))
-    box_x1 = int(np.ceil(cx + span * 1.1 + 0.15 * ppi))
-    box_y0 = int(np.floor(o[1] + top - abs(ex[1]) * span))
-    box_y1 = int(np.ceil(o[1] + bottom + abs(ex[1]) * span))
-    h, w = box_y1 - box_y0, box_x1 - box_x0
-    gx, gy = np.meshgrid(np.arange(box_x0, box_x1, dtype=np.float64),
-                         np.arange(box_y0, box_y1, dtype=np.float64))
+    x0 = int(np.floor(o[0] - span * 1.1 - 0.15 * ppi))
+    x1 = int(np.ceil(o[0] + span * 1.1 + 0.15 * ppi))
+    y0 = int(np.floor(o[1] - 0.22 * ppi - abs(ex[1]) * span))
+    y1 = int(np.ceil(o[1] + 0.45 * ppi + abs(ex[1]) * span))
+    gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
     d = np.stack([gx - o[0], gy - o[1]], axis=-1)
-    u_mm = (d @ ex) / px_mm
-    v_mm = (d @ ey) / px_mm
-
-    # The upper inner lip at rest, in the middle (face axes, mm): the teeth hang below it.
     axes = np.stack([ex, ey], 1)
     up_uv = (up_pts - o) @ axes / px_mm
     lo_uv = (lo_pts - o) @ axes / px_mm
     ou, ol = np.argsort(up_uv[:, 0]), np.argsort(lo_uv[:, 0])
-    v_up0 = float(np.interp(0.0, up_uv[ou, 0], up_uv[ou, 1]))
-    v_lo0 = float(np.interp(0.0, lo_uv[ol, 0], lo_uv[ol, 1]))
-    # A photo in black and white (or faded) gets an interior without colour of its own.
-    chroma = _chroma(skin_rgb)
+    return _Grid(x0=x0, y0=y0, u_mm=(d @ ex) / px_mm, v_mm=(d @ ey) / px_mm, px_mm=px_mm,
+                 ppi=ppi, half_w_mm=half_w / px_mm,
+                 v_up0=float(np.interp(0.0, up_uv[ou, 0], up_uv[ou, 1])),
+                 v_lo0=float(np.interp(0.0, lo_uv[ol, 0], lo_uv[ol, 1])))
 
-    teeth_rgb = _with_chroma(_teeth_colour(img, lm, skin_rgb), chroma)
-    grain_sd = photo_grain(img, lm, frame.iod) * 1.0
-    rng = np.random.default_rng(seed)
+
+def _grain_layers(rng: np.random.Generator, shape: tuple[int, int], grain_sd: float,
+                  px_mm: float) -> np.ndarray:
+    """(h, w, 2): the photo's fine noise, and the cavity's soft mottle."""
+    h, w = shape
     grain = np.empty((h, w, 2), np.float32)
     fine = cv2.GaussianBlur(rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0), 0.5)
     grain[..., 0] = fine * (grain_sd / max(float(fine.std()), 1e-6))
@@ -257,39 +260,30 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     coarse = cv2.GaussianBlur(rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0),
                               max(1.0, 1.6 * px_mm))
     grain[..., 1] = coarse * (0.2 / max(float(coarse.std()), 1e-6))
+    return grain
 
-    # --- upper teeth ----------------------------------------------------------------
-    upper = np.zeros((h, w, 4), np.float32)
-    if own_teeth:
-        upper = _own_upper(work, box_x0, box_y0, h, w, src_w, rig, ppi)
-        own_px = upper[..., 3] > 0.6
-        if own_px.sum() > 10:
-            teeth_rgb = np.median(upper[own_px][:, :3], axis=0)
-    else:
-        edge = v_up0 + UPPER_SHOW * IOD_MM
-        a, s, tr = _tooth_row(u_mm, v_mm, px_mm, UPPER_TEETH, edge, True, px_mm)
-        col = teeth_rgb[None, None, :] * s[..., None]
-        # Translucent edge: greyer, bluer and partly see-through.
-        blue = _with_chroma(np.array([0.9, 0.92, 0.97]), chroma)
-        col = col * (1.0 - 0.3 * tr[..., None]) + (col * blue) * (0.3 * tr[..., None])
-        upper[..., :3] = col
-        upper[..., 3] = a * (1.0 - 0.25 * tr)
-    upper_edge = v_up0 + UPPER_SHOW * IOD_MM
 
-    # --- jaw: tongue, then lower teeth in front of it -----------------------------------
-    jaw = np.zeros((h, w, 4), np.float32)
-    low_edge = upper_edge - OVERBITE_MM
-    if own_teeth:
-        # Own teeth: the lower incisors tuck under the portrait's own upper edge.
-        own_a = upper[..., 3]
-        rows = np.where(own_a.max(axis=1) > 0.5)[0]
-        if len(rows):
-            low_edge = float(np.median(v_mm[rows[-1], :])) - OVERBITE_MM
-    # A portrait with its mouth open has its jaw dropped already: the lower incisors sit
-    # just behind the lower lip, their tips about at its edge.
-    low_edge = max(low_edge, v_lo0 - 1.5)
-    # Tongue: a dome behind the lower incisors, lit from above, a midline groove.
-    t_half = 0.78 * max(half_w / px_mm, 14.0)
+def _drawn_upper(g: _Grid, teeth_rgb: np.ndarray, chroma: float) -> np.ndarray:
+    """Upper teeth drawn tooth by tooth, hanging UPPER_SHOW below the lip at rest."""
+    upper = np.zeros((*g.shape, 4), np.float32)
+    edge = g.v_up0 + UPPER_SHOW * IOD_MM
+    a, s, tr = _tooth_row(g.u_mm, g.v_mm, g.px_mm, UPPER_TEETH, edge, True, g.px_mm)
+    col = teeth_rgb[None, None, :] * s[..., None]
+    # Translucent edge: greyer, bluer and partly see-through.
+    blue = _with_chroma(np.array([0.9, 0.92, 0.97]), chroma)
+    col = col * (1.0 - 0.3 * tr[..., None]) + (col * blue) * (0.3 * tr[..., None])
+    upper[..., :3] = col
+    upper[..., 3] = a * (1.0 - 0.25 * tr)
+    return upper
+
+
+def _jaw_layer(g: _Grid, rng: np.random.Generator, low_edge: float, teeth_rgb: np.ndarray,
+               lip_rgb: np.ndarray, chroma: float) -> np.ndarray:
+    """The tongue (a dome behind the lower incisors, lit from above, a midline groove) and
+    the lower teeth in front of it, RGBA."""
+    u_mm, v_mm, px_mm = g.u_mm, g.v_mm, g.px_mm
+    jaw = np.zeros((*g.shape, 4), np.float32)
+    t_half = 0.78 * max(g.half_w_mm, 14.0)
     t_top = low_edge - TONGUE_ABOVE_MM + 8.0 * (u_mm / t_half) ** 2
     t_in = (v_mm - t_top)  # mm below the tongue's top edge
     # The far edge recedes into the dark: it fades in over about 2 mm.
@@ -299,28 +293,61 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     light = 0.62 + 0.38 * np.exp(-((t_in - 4.0) / 4.0) ** 2)  # lit where it faces up
     light *= 1.0 - 0.3 * (u_mm / t_half) ** 2  # its sides curve away
     groove = 1.0 - 0.15 * np.exp(-((u_mm / 1.0) ** 2)) * _smooth01(t_in / 2.0)
-    tex = rng.normal(0.0, 1.0, (h, w)).astype(np.float32)
+    tex = rng.normal(0.0, 1.0, g.shape).astype(np.float32)
     tex = cv2.GaussianBlur(tex, (0, 0), max(0.6, 0.35 * px_mm))
     tex /= max(float(tex.std()), 1e-6)
-    t_col = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.04 * tex))[..., None]
-    jaw[..., :3] = t_col
+    jaw[..., :3] = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.04 * tex))[..., None]
     jaw[..., 3] = t_a
     a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.1)
-    low_rgb = teeth_rgb * 0.9  # a little in the shadow of the upper teeth
-    col = low_rgb[None, None, :] * s[..., None]
+    col = (teeth_rgb * 0.9)[None, None, :] * s[..., None]  # a little in the upper teeth's shadow
     a = a * (1.0 - 0.2 * tr)
     jaw[..., :3] = col * a[..., None] + jaw[..., :3] * (1.0 - a[..., None])
     jaw[..., 3] = a + jaw[..., 3] * (1.0 - a)
+    return jaw
 
-    # Soften the synthesized layers like the photo (its sharpness at this scale).
+
+def _soften(layer: np.ndarray) -> None:
+    """Blur a synthesized RGBA layer (premultiplied) like the photo at this scale."""
+    pm = cv2.GaussianBlur(layer[..., :3] * layer[..., 3:4], (0, 0), 0.55)
+    al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
+    layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
+    layer[..., 3] = al
+
+
+def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
+                rig: Rig, lip_rgb: np.ndarray, skin_rgb: np.ndarray, img: np.ndarray,
+                own_teeth: bool, seed: int = 0) -> MouthSprites:
+    """Precompute the mouth's layers for one portrait (see the module docstring).
+
+    ``to_work`` maps portrait px to working-image px; ``rig`` is the face rig (its rest
+    inner-lip contours and face axes place the teeth).
+    """
+    g = _mouth_grid(to_work, rig)
+    # A photo in black and white (or faded) gets an interior without colour of its own.
+    chroma = _chroma(skin_rgb)
+    teeth_rgb = _with_chroma(_teeth_colour(img, lm, skin_rgb), chroma)
+    rng = np.random.default_rng(seed)
+    grain = _grain_layers(rng, g.shape, photo_grain(img, lm, rig.frame.iod), g.px_mm)
+    low_edge = g.v_up0 + UPPER_SHOW * IOD_MM - OVERBITE_MM
+    if own_teeth:
+        upper = _own_upper(work, g.x0, g.y0, *g.shape, to_work(rig.src), rig, g.ppi)
+        own_px = upper[..., 3] > 0.6
+        if own_px.sum() > 10:
+            teeth_rgb = np.median(upper[own_px][:, :3], axis=0)
+        # The lower incisors tuck under the portrait's own upper edge.
+        rows = np.where(upper[..., 3].max(axis=1) > 0.5)[0]
+        if len(rows):
+            low_edge = float(np.median(g.v_mm[rows[-1], :])) - OVERBITE_MM
+    else:
+        upper = _drawn_upper(g, teeth_rgb, chroma)
+    # A portrait with its mouth open has its jaw dropped already: the lower incisors sit
+    # just behind the lower lip, their tips about at its edge.
+    low_edge = max(low_edge, g.v_lo0 - 1.5)
+    jaw = _jaw_layer(g, rng, low_edge, teeth_rgb, lip_rgb, chroma)
     for layer in ((jaw,) if own_teeth else (upper, jaw)):
-        pm = layer[..., :3] * layer[..., 3:4]
-        pm = cv2.GaussianBlur(pm, (0, 0), 0.55)
-        al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
-        layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
-        layer[..., 3] = al
+        _soften(layer)
     cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
-    return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([box_x0, box_y0], float),
+    return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([g.x0, g.y0], float),
                         cavity=cavity.astype(np.float64), own_teeth=own_teeth)
 
 

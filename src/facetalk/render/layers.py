@@ -61,6 +61,48 @@ def _sample4(img: np.ndarray, x: float, y: float, out: np.ndarray) -> None:  # p
             out[c] /= out[3]
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _interior_at(x: int, y: int, yu: float, yl: float, s: float, aff: np.ndarray,
+                 origin: np.ndarray, jaw_shift: np.ndarray, upper: np.ndarray, jaw: np.ndarray,
+                 grain: np.ndarray, cavity: np.ndarray, lift: float, own: float, ppi: float,
+                 rim_w: float, shadow_w: float, su: np.ndarray, sj: np.ndarray, sa: np.ndarray,
+                 col3: np.ndarray) -> None:  # pragma: no cover - compiled
+    """The mouth interior's colour at box pixel (x, y) of an opening from ``yu`` to ``yl``
+    (``s``: -1..1 across the mouth), into ``col3``: cavity, jaw and upper-teeth layers,
+    their shadows and the photo's grain (see :func:`composite_mouth`)."""
+    t = _clamp01((y - yu) / (yl - yu))
+    wx = aff[0, 0] * x + aff[0, 1] * y + aff[0, 2] - origin[0]
+    wy = aff[1, 0] * x + aff[1, 1] * y + aff[1, 2] - origin[1]
+    # Cavity: dark red-brown, darkest deep under the upper teeth, lighter towards
+    # the tongue and the lips, darker towards the corners (the buccal corridor).
+    depth = 0.55 + 0.45 * t * t
+    side = 1.0 - 0.5 * s * s
+    dy = min(y - yu, yl - y)
+    near = np.exp(-(dy if dy > 0.0 else 0.0) / rim_w)
+    gi = int(wy + 0.5)
+    gj = int(wx + 0.5)
+    g = 0.0
+    mottle = 1.0
+    if 0 <= gi < grain.shape[0] and 0 <= gj < grain.shape[1]:
+        g = grain[gi, gj, 0]
+        mottle = 1.0 + grain[gi, gj, 1]
+    _sample4(jaw, wx - jaw_shift[0], wy - jaw_shift[1], sj)
+    _sample4(upper, wx, wy, su)
+    # The upper teeth shade what lies just below them.
+    _sample4(upper, wx, wy - 0.025 * ppi, sa)
+    tooth_shadow = 1.0 - 0.35 * sa[3] * (1.0 - su[3])
+    lip_shadow = 1.0 - 0.5 * np.exp(-(y - yu if y > yu else 0.0) / shadow_w)
+    low_shadow = 1.0 - 0.2 * np.exp(-(yl - y if y < yl else 0.0) / rim_w)
+    synth = 1.0 - own * su[3]
+    for c in range(3):
+        cav = cavity[c] * lift * depth * side * mottle * (1.0 + 0.5 * near)
+        col = cav * (1.0 - sj[3]) + sj[c] * tooth_shadow * (0.7 + 0.3 * lift) * sj[3]
+        col = col * (1.0 - su[3]) + su[c] * su[3]
+        col = col * lip_shadow * low_shadow + g * synth
+        # However shadows and grain stack up, depth stays dark red-brown, not black.
+        col3[c] = max(col, 0.5 * cavity[c])
+
+
 @njit(cache=True, nogil=True)
 def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up: np.ndarray,
                     own_lo: np.ndarray, aff: np.ndarray,
@@ -87,7 +129,6 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     bh, bw = out.shape[0], out.shape[1]
     xc, half, ppi = params[0], params[1], params[2]
     openness, edge_w, own, still = params[3], params[4], params[5], params[6]
-    gh, gw = grain.shape[0], grain.shape[1]
     rim_w = max(1.0, 0.02 * ppi)
     shadow_w = max(1.0, 0.03 * ppi)
     thin_h = max(1.5, 0.035 * ppi)
@@ -95,6 +136,7 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     su = np.empty(4)
     sj = np.empty(4)
     sa = np.empty(4)
+    col3 = np.empty(3)
     lip_dark = np.empty(3)
     for c in range(3):
         lip_dark[c] = 0.5 * lip[c]
@@ -128,42 +170,14 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
                         v = out[y, x, c] * lip_k
                         out[y, x, c] = np.uint8(min(255.0, max(0.0, v + 0.5)))
                 continue
-            t = _clamp01((y - yu) / open_h)
-            wx = aff[0, 0] * x + aff[0, 1] * y + aff[0, 2] - origin[0]
-            wy = aff[1, 0] * x + aff[1, 1] * y + aff[1, 2] - origin[1]
-            # Cavity: dark red-brown, darkest deep under the upper teeth, lighter towards
-            # the tongue and the lips, darker towards the corners (the buccal corridor).
-            depth = 0.55 + 0.45 * t * t
-            side = 1.0 - 0.5 * s * s
-            dy = min(y - yu, yl - y)
-            near = np.exp(-(dy if dy > 0.0 else 0.0) / rim_w)
-            gi = int(wy + 0.5)
-            gj = int(wx + 0.5)
-            g = 0.0
-            mottle = 1.0
-            if 0 <= gi < gh and 0 <= gj < gw:
-                g = grain[gi, gj, 0]
-                mottle = 1.0 + grain[gi, gj, 1]
-            _sample4(jaw, wx - jaw_shift[0], wy - jaw_shift[1], sj)
-            _sample4(upper, wx, wy, su)
-            # The upper teeth shade what lies just below them.
-            _sample4(upper, wx, wy - 0.025 * ppi, sa)
-            tooth_shadow = 1.0 - 0.35 * sa[3] * (1.0 - su[3])
-            lip_shadow = 1.0 - 0.5 * np.exp(-(y - yu if y > yu else 0.0) / shadow_w)
-            low_shadow = 1.0 - 0.2 * np.exp(-(yl - y if y < yl else 0.0) / rim_w)
-            synth = 1.0 - own * su[3]
+            _interior_at(x, y, yu, yl, s, aff, origin, jaw_shift, upper, jaw, grain, cavity,
+                         lift, own, ppi, rim_w, shadow_w, su, sj, sa, col3)
             keep = 0.0
             if rest > 0.0:  # the photo's own opening, wherever it has any coverage
                 keep = rest * _clamp01((y - ou) / edge_w + 1.5) * _clamp01((ol - y) / edge_w + 1.5)
             for c in range(3):
-                cav = cavity[c] * lift * depth * side * mottle * (1.0 + 0.5 * near)
-                col = cav * (1.0 - sj[3]) + sj[c] * tooth_shadow * (0.7 + 0.3 * lift) * sj[3]
-                col = col * (1.0 - su[3]) + su[c] * su[3]
-                col = col * lip_shadow * low_shadow + g * synth
-                # However shadows and grain stack up, depth stays dark red-brown, not black.
-                col = max(col, 0.5 * cavity[c])
                 # A hairline opening shows lip in shadow, not a dark slit.
-                col = col * thin + lip_dark[c] * (1.0 - thin)
+                col = col3[c] * thin + lip_dark[c] * (1.0 - thin)
                 v = a * col + (1.0 - a) * out[y, x, c] * lip_k
                 if keep > 0.0:
                     v = keep * out[y, x, c] + (1.0 - keep) * v
