@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import InvalidInput
+from .settings import MAX_AUDIO_SECONDS
 
 Framing = Literal["crop", "full", "vertical"]
 FRAMINGS: tuple[str, ...] = ("crop", "full", "vertical")
@@ -38,8 +39,9 @@ class GenerationOptions:
 
     duration: float | None = field(default=None, metadata=_meta(
         "Video length in seconds; default: the audio's own length. Longer pads with a "
-        "closed-mouth idle tail, shorter cuts audio and video together (with a warning).",
-        lo=0.04, hi=None, unit="s"))
+        "closed-mouth idle tail, shorter cuts audio and video together (with a warning). "
+        "At most the longest audio accepted (FACETALK_MAX_AUDIO_SECONDS).",
+        lo=0.04, hi=MAX_AUDIO_SECONDS, unit="s"))
     min_resolution: int = field(default=512, metadata=_meta(
         "Short side of the output in pixels (rounded down to an even number).",
         lo=256, hi=2048, unit="px"))

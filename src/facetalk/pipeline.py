@@ -20,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import Cancelled, FacetalkError, RenderError
+from .errors import Cancelled, FacetalkError, LimitExceeded, RenderError
 from .face.analysis import FaceModel, analyze_face
 from .face.framing import plan_framing
 from .media.audio import iter_soundtrack, load_audio
@@ -163,6 +163,12 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
               device: str | None = None) -> GenerationResult:
     options = options or GenerationOptions()
     limits = limits or Limits.from_env()
+    if options.duration is not None and options.duration > limits.max_audio_seconds:
+        # The options' own ceiling is the default limit; an operator may set a lower one.
+        raise LimitExceeded(
+            f"duration {options.duration:g} s is longer than this box allows "
+            f"({limits.max_audio_seconds:g} s)",
+            hint="ask for a shorter video (FACETALK_MAX_AUDIO_SECONDS sets the limit)")
     timings: dict[str, float] = {}
     warnings: list[str] = []
     render_id = render_id or new_render_id()

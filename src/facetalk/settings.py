@@ -11,6 +11,11 @@ from dataclasses import dataclass, fields
 
 from .errors import InvalidInput
 
+#: The longest audio a render accepts by default (seconds); also the ceiling of
+#: ``GenerationOptions.duration``, so a video cannot be asked to run longer than the
+#: longest recording the box takes.
+MAX_AUDIO_SECONDS = 1800.0
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -20,7 +25,7 @@ class Limits:
     max_image_pixels: int = 32_000_000
     #: Longest audio accepted, in seconds (checked from the container before decoding
     #: when it states a duration, otherwise while decoding).
-    max_audio_seconds: float = 1800.0
+    max_audio_seconds: float = MAX_AUDIO_SECONDS
     #: Largest input file accepted, in bytes.
     max_input_bytes: int = 200 * 1024 * 1024
 

@@ -186,3 +186,19 @@ def test_progress_is_reported_and_cancel_stops_cleanly(tmp_path: Path, short_spe
         generate(astronaut_path, short_speech, SMALL, cancel_midway, output=out, cancel=stop)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_duration_over_the_operators_audio_limit_is_refused_before_any_work(
+        astronaut_path: Path) -> None:
+    """An operator may lower FACETALK_MAX_AUDIO_SECONDS below the options' own ceiling: a
+    longer ``duration`` is refused with LimitExceeded at once, not rendered for hours."""
+    import time
+
+    from facetalk import GenerationOptions, LimitExceeded, generate
+    from facetalk.settings import Limits
+
+    t0 = time.perf_counter()
+    with pytest.raises(LimitExceeded, match="duration 60 s"):
+        generate(astronaut_path, b"not even audio", GenerationOptions(duration=60.0),
+                 limits=Limits(max_audio_seconds=30.0))
+    assert time.perf_counter() - t0 < 2.0

@@ -27,6 +27,9 @@ def test_defaults_follow_the_reference_names() -> None:
     {"motion_scale": -1}, {"framing": "square"}, {"fps": 0}, {"duration": 0},
     {"expand_ratio": 1.5}, {"blink": "yes"}, {"seed": -1}, {"min_resolution": 512.5},
     {"dynamic_scale": float("nan")}, {"sync_offset_ms": 900},
+    # A video longer than the longest audio the box takes (900,000 frames for 0.6 s of
+    # audio was accepted once), and a duration that overflowed further on.
+    {"duration": 36000}, {"duration": 1e308},
 ])
 def test_invalid_values_are_refused_on_construction(bad: dict[str, object]) -> None:
     with pytest.raises(InvalidInput):
@@ -90,3 +93,9 @@ def test_text_fields_refuse_other_types() -> None:
         GenerationOptions(label=5)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         GenerationOptions(framing=3)  # type: ignore[arg-type]
+
+
+def test_duration_may_reach_the_longest_audio_accepted() -> None:
+    from facetalk.settings import Limits
+
+    assert GenerationOptions(duration=Limits().max_audio_seconds).duration == 1800.0
