@@ -324,10 +324,14 @@ def test_api_keys_in_logged_urls_are_blanked() -> None:
         logger.warning('%s - "WebSocket %s" [accepted]', "127.0.0.1:5555",
                        "/v1/stream?avatar=ab12&api_key=s3cr3t-KEY&x=1")
         logger.warning("GET /live?API_KEY=other-secret HTTP/1.1")
+        # Percent-encoded names authenticate too (the server decodes them): still blanked.
+        logger.warning('"WebSocket %s"', "/v1/stream?avatar=ab12&api%5Fkey=encoded-secret")
+        logger.warning("GET /v1/jobs?%61pi%5Fkey=more-encoded-secret&limit=2 HTTP/1.1")
     finally:
         logger.removeHandler(handler)
     text = out.getvalue()
     assert "s3cr3t-KEY" not in text and "other-secret" not in text, text
+    assert "encoded-secret" not in text and "limit=2" in text, text
     assert "avatar=ab12" in text and "api_key=***" in text and "&x=1" in text
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 AUDIT = "facetalk.audit"
 
@@ -39,20 +40,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-_KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s\"']*", re.IGNORECASE)
+#: One ``name=value`` pair of a query string, as uvicorn logs it (raw, still percent-encoded).
+_QUERY_PAIR = re.compile(r"([^?&=\s\"']+)=([^&\s\"']*)")
+
+
+def _redact(text: str) -> str:
+    """``text`` with the value of every query parameter that decodes to ``api_key`` blanked.
+
+    Matched after percent-decoding the name, as the server does when it reads the key:
+    ``api%5Fkey=KEY`` authenticates too, and must not reach the log in clear.
+    """
+    def blank(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return f"{name}=***" if unquote_plus(name).lower() == "api_key" else m.group(0)
+
+    return _QUERY_PAIR.sub(blank, text)
+
+
+def _may_hold_key(text: str) -> bool:
+    low = text.lower()
+    return "=" in low and ("key" in low or "%" in low)
 
 
 class RedactKeys(logging.Filter):
-    """Blank ``api_key=...`` in logged URLs: browsers can only send the key of a
-    WebSocket in its query string, and uvicorn logs paths with their query."""
+    """Blank the API key in logged URLs: browsers can only send the key of a WebSocket in
+    its query string, and uvicorn logs paths with their query (still percent-encoded)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "api_key=" in record.msg.lower():
-            record.msg = _KEY_IN_QUERY.sub(r"\1***", record.msg)
+        if isinstance(record.msg, str) and _may_hold_key(record.msg):
+            record.msg = _redact(record.msg)
         if isinstance(record.args, tuple) and any(
-                isinstance(a, str) and "api_key=" in a.lower() for a in record.args):
-            record.args = tuple(_KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
-                                for a in record.args)
+                isinstance(a, str) and _may_hold_key(a) for a in record.args):
+            record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
