@@ -32,7 +32,7 @@ from facetalk.options import GenerationOptions, field_info
 from facetalk.service.api import create_app
 from facetalk.service.settings import ServiceSettings
 from helpers.queue import celery_client
-from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone
+from helpers.service import TINY, LocalClient, alive, decode_mp4, submit, wait_for, wait_gone
 
 #: Long enough to still be rendering when the test acts (60 s of 512 px video).
 LONG = {"duration": "60", "min_resolution": "512", "inference_steps": "25"}
@@ -58,7 +58,7 @@ def make_client(backend: str) -> MakeClient:
                 yield client
             return
         s = ServiceSettings(storage=tmp, workers=1, **settings)
-        with TestClient(create_app(s), raise_server_exceptions=False) as client:
+        with LocalClient(create_app(s), raise_server_exceptions=False) as client:
             yield client
 
     return make

@@ -32,14 +32,14 @@ from facetalk.service.helpers.analyzer import peaks
 from facetalk.service.settings import ServiceSettings
 from facetalk.service.web import PAGE_FILES, static_dir
 from facetalk.settings import Limits
-from helpers.service import TINY, alive, decode_mp4, submit, wait_for, wait_gone
+from helpers.service import TINY, LocalClient, alive, decode_mp4, submit, wait_for, wait_gone
 
 KEY = "web-test-key-0123456789"
 
 
 def make_client(tmp: Path, **settings: Any) -> TestClient:
-    return TestClient(create_app(ServiceSettings(storage=tmp, workers=1, **settings)),
-                      raise_server_exceptions=False)
+    return LocalClient(create_app(ServiceSettings(storage=tmp, workers=1, **settings)),
+                       raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from facetalk.service.api import create_app
 from facetalk.service.settings import ServiceSettings
+from helpers.service import LocalClient
 
 KEY = "live-test-key-0123456789"
 RATE = 16000
@@ -37,7 +38,7 @@ AUDIO = struct.Struct("<cQ")
 def app_client(storage: Path, **settings: Any) -> Iterator[TestClient]:
     """The service in-process, with one render worker, on ``storage``."""
     s = ServiceSettings(storage=storage, workers=1, **settings)
-    with TestClient(create_app(s), raise_server_exceptions=False) as client:
+    with LocalClient(create_app(s), raise_server_exceptions=False) as client:
         yield client
 
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from facetalk.service.settings import ServiceSettings
-from helpers.service import ChildProcess, free_port, wait_gone
+from helpers.service import ChildProcess, LocalClient, free_port, wait_gone
 
 #: Lease of the test workers: a killed machine's job moves on after this many seconds.
 TEST_LEASE_S = 4.0
@@ -151,8 +151,6 @@ class WorkerProcess(ChildProcess):
 def celery_client(tmp: Path, workers: int = 1, **settings: Any) -> Iterator[Any]:
     """The app in-process (TestClient) on the Celery backend: a fresh redis-server and
     ``workers`` real worker processes sharing ``tmp`` as storage."""
-    from fastapi.testclient import TestClient
-
     from facetalk.service.api import create_app
 
     with RedisServer(tmp.parent / f"{tmp.name}-redis") as server:
@@ -164,7 +162,7 @@ def celery_client(tmp: Path, workers: int = 1, **settings: Any) -> Iterator[Any]
                 p.start()
             for p in procs:
                 p.wait_ready(server.client())
-            with TestClient(app, raise_server_exceptions=False) as client:
+            with LocalClient(app, raise_server_exceptions=False) as client:
                 yield client
         finally:
             trees = [pid for p in procs if p.proc is not None and p.proc.poll() is None

@@ -15,10 +15,27 @@ from typing import Any
 
 import av
 import httpx
+from starlette.testclient import TestClient
 
 from facetalk.service.jobs.store import CANCELLED, FAILED, SUCCEEDED
 
 TINY = {"min_resolution": "256", "inference_steps": "5"}
+#: The in-process clients' base URL: a Host the service answers to ("testserver" is not one).
+LOCAL = "http://127.0.0.1"
+
+
+class LocalClient(TestClient):
+    """Starlette's TestClient addressing the service as ``127.0.0.1``: the service refuses
+    other Host names without API keys (DNS rebinding), and ``websocket_connect`` ignores
+    ``base_url`` (it always says ``testserver``), so its Host is set here too."""
+
+    def __init__(self, app: Any, **kw: Any) -> None:
+        kw.setdefault("base_url", LOCAL)
+        super().__init__(app, **kw)
+
+    def websocket_connect(self, url: str, *args: Any, **kw: Any) -> Any:
+        kw["headers"] = {"host": "127.0.0.1", **(kw.get("headers") or {})}
+        return super().websocket_connect(url, *args, **kw)
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -83,6 +83,24 @@ class BadRequest(ServiceError):
     status = 400
 
 
+class HostNotAllowed(ServiceError):
+    """The request's Host is not a name this service answers to (DNS rebinding guard)."""
+
+    code = "host_not_allowed"
+    status = 400
+    default_hint = ("Use the address the service is bound to (127.0.0.1, localhost); a proxy "
+                    "or a public name must be listed in FACETALK_ALLOWED_HOSTS.")
+
+
+class CrossOrigin(ServiceError):
+    """A browser sent a state-changing request or opened a WebSocket from another site."""
+
+    code = "cross_origin"
+    status = 403
+    default_hint = ("Only the service's own pages may submit from a browser; a proxy's public "
+                    "name must be listed in FACETALK_ALLOWED_HOSTS.")
+
+
 class UnsupportedContentType(ServiceError):
     """The request body is not multipart/form-data."""
 
@@ -128,7 +146,9 @@ def http_status(exc: FacetalkError) -> int:
 
 __all__ = [
     "BadRequest",
+    "CrossOrigin",
     "Expired",
+    "HostNotAllowed",
     "InsufficientStorage",
     "JobNotFound",
     "JobTimeout",

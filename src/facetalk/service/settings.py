@@ -7,6 +7,7 @@ Precedence: CLI flag > environment variable > default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -100,8 +101,26 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="DURATION"),
     Setting("api_keys", "--api-key", "FACETALK_API_KEYS", "none",
             "When set, every route but `/healthz` needs `Authorization: Bearer KEY` or "
-            "`X-API-Key: KEY`. Keys are at least 8 characters; prefer the environment (command "
-            "lines are visible in `ps`).", kind="keys", metavar="KEY"),
+            "`X-API-Key: KEY` (`/readyz` answers without one, with its status alone). Keys are "
+            "at least 8 characters; prefer the environment (command lines are visible in "
+            "`ps`). Every key sees, downloads and deletes every job.", kind="keys", metavar="KEY"),
+    Setting("allowed_hosts", "--allowed-hosts", "FACETALK_ALLOWED_HOSTS",
+            "`localhost`, `127.0.0.1`, `::1` and `--host`",
+            "Names the service answers to (comma separated; `*.example.com` matches subdomains, "
+            "`*` any). Without API keys, a request naming another `Host` gets `400` (a web page "
+            "cannot reach the service by DNS rebinding); with keys, only a list given here is "
+            "enforced. Browsers may submit and open `/v1/stream` only from the service's own "
+            "pages or from a name listed here. Bound to `0.0.0.0` or `::`, any IP address is "
+            "accepted as `Host`. Behind a proxy, list the public name.", metavar="HOSTS"),
+    Setting("forwarded_allow_ips", "--forwarded-allow-ips", "FACETALK_FORWARDED_ALLOW_IPS", "none",
+            "Proxies (IP addresses or networks, comma separated; `*` any) whose "
+            "`X-Forwarded-For`/`-Proto` are trusted for the client address in the audit and "
+            "access logs. `none`: the headers are ignored and the log shows the connecting "
+            "address.", metavar="IPS"),
+    Setting("api_docs", "--api-docs", "FACETALK_API_DOCS", "off",
+            "`on` serves the interactive API docs at `/docs` and `/redoc` (their scripts from "
+            "the `fastapi-offline` package, never a CDN: `pip install fastapi-offline`). "
+            "`/openapi.json` is always served.", metavar="on|off"),
     Setting("max_attempts", "--max-attempts", "FACETALK_MAX_ATTEMPTS", "3",
             "Starts of a job (a crashed worker, a killed server) before it is marked failed.",
             kind="int"),
@@ -193,6 +212,12 @@ class ServiceSettings:
     retention: float = 24 * 3600.0
     #: Accepted API keys; empty = no authentication (loopback deployments).
     api_keys: tuple[str, ...] = ()
+    #: Extra names the service answers to (Host header); localhost names and ``host`` always.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Proxies whose X-Forwarded-For/-Proto set the client address; empty = trust none.
+    forwarded_allow_ips: tuple[str, ...] = ()
+    #: Serve /docs and /redoc (assets from the fastapi-offline package, never a CDN).
+    api_docs: bool = False
     #: Times a job is started before it is marked failed (crashes, restarts).
     max_attempts: int = 3
     #: Submissions are refused (507) when the storage disk has less free space.
@@ -224,6 +249,10 @@ class ServiceSettings:
                                     "the embedded queue)")
         if self.visibility_timeout < 60:
             raise InvalidInput("visibility_timeout must be at least 60 s")
+        for ip in self.forwarded_allow_ips:
+            if ip != "*" and not _is_network(ip):
+                raise InvalidInput(f"forwarded_allow_ips: {ip!r} is not an IP address or network",
+                                   hint="e.g. --forwarded-allow-ips 10.0.0.5,10.1.0.0/16 (or none)")
         if any(len(k) < 8 for k in self.api_keys):
             raise InvalidInput("API keys must be at least 8 characters",
                                hint="Generate one with: python -c 'import secrets; "
@@ -306,7 +335,28 @@ def _convert(name: str, value: Any) -> Any:
     if name == "api_keys":
         keys = re.split(r"[\s,]+", value) if isinstance(value, str) else list(value)
         return tuple(k for k in (str(k).strip() for k in keys) if k)
+    if name in ("allowed_hosts", "forwarded_allow_ips"):
+        items = re.split(r"[\s,]+", value) if isinstance(value, str) else list(value)
+        items = [str(i).strip().lower() for i in items]
+        return () if items in (["none"], [""]) else tuple(i for i in items if i and i != "none")
+    if name == "api_docs":
+        text = str(value).strip().lower()
+        if text not in _SWITCH:
+            raise InvalidInput(f"api_docs must be on or off, got {value!r}")
+        return _SWITCH[text]
     return value
+
+
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True,
+           "off": False, "false": False, "0": False, "no": False}
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

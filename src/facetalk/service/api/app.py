@@ -29,6 +29,7 @@ from .errors import install_error_handlers
 from .live import LIVE_RENDER_SLOTS, AvatarStore
 from .metrics import Metrics
 from .ops import WorkerCollector
+from .origin import HostOriginMiddleware
 from .web import PublicPageMiddleware
 
 _log = logging.getLogger("facetalk.service")
@@ -84,6 +85,9 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(PublicPageMiddleware)
+    # Outermost: a request for another Host or a write from another site is refused before
+    # anything else sees it (the pages included, and WebSocket handshakes).
+    app.add_middleware(HostOriginMiddleware, settings=settings)
     install_error_handlers(app)
     return app
 
