@@ -6,6 +6,9 @@ They extend the engine's FacetalkError so a response body is always the same
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from ..errors import (
     Cancelled,
     FacetalkError,
@@ -127,6 +130,29 @@ class WorkerCrashed(ServiceError):
     default_hint = "The render process died on every attempt; please report it with the inputs."
 
 
+#: An absolute file path of two or more parts (``/tmp/x/y``, ``/var/lib/facetalk/tmp/ab12``),
+#: not preceded by a word, a dot, a colon or a slash (so URLs and ``a/b`` are left alone).
+_SERVER_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"<>]+/)+[^\s/'\"<>,;)]*")
+#: The service's own routes, which hints may name.
+_ROUTE_PREFIXES = ("/v1/", "/web/")
+
+
+def hide_paths(text: str) -> str:
+    """``text`` with every server file path replaced by ``[server path]``.
+
+    Why: engine and decoder messages name the file they failed on, and for an upload that
+    is the storage's temp path; a client must not learn the server's layout from an error.
+    """
+    return _SERVER_PATH.sub(
+        lambda m: m.group(0) if m.group(0).startswith(_ROUTE_PREFIXES) else "[server path]", text)
+
+
+def public_error(doc: dict[str, Any]) -> dict[str, Any]:
+    """An ``{error, detail, hint}`` document as a client may see it (no server paths)."""
+    return {k: hide_paths(v) if isinstance(v, str) and k in ("detail", "hint") else v
+            for k, v in doc.items()}
+
+
 def http_status(exc: FacetalkError) -> int:
     """The HTTP status for a typed error (checked most specific first)."""
     if isinstance(exc, ServiceError):
@@ -158,5 +184,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedContentType",
     "WorkerCrashed",
+    "hide_paths",
     "http_status",
+    "public_error",
 ]

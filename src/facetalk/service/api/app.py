@@ -1,9 +1,10 @@
 """The FastAPI app factory: shared state, one router per resource, middleware, errors.
 
-Why FastAPI on Uvicorn: OpenAPI docs at /docs for free, async streaming (uploads,
-SSE, Range downloads) without threads per connection, and both are widely deployed,
-MIT/BSD licensed and maintained. The routes are in ``jobs``, ``verify``, ``live``,
-``web`` and ``ops``; each reads what it needs from ``app.state``.
+Why FastAPI on Uvicorn: the OpenAPI schema (and, with ``--api-docs on``, /docs) for
+free, async streaming (uploads, SSE, Range downloads) without threads per connection,
+and both are widely deployed, MIT/BSD licensed and maintained. The routes are in
+``jobs``, ``verify``, ``live``, ``web`` and ``ops``; each reads what it needs from
+``app.state``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..logs import AuditTrail, log
 from ..settings import ServiceSettings
 from . import jobs, live, ops, verify, web
 from .auth import ApiKeyMiddleware
+from .docs import install_docs
 from .errors import install_error_handlers
 from .live import LIVE_RENDER_SLOTS, AvatarStore
 from .metrics import Metrics
@@ -36,7 +38,7 @@ _log = logging.getLogger("facetalk.service")
 
 #: Upload validator processes (each decode can hold a 32-megapixel frame in memory).
 VALIDATION_SLOTS = 2
-#: The routers, in the order they appear in /docs.
+#: The routers, in the order they appear in /openapi.json (and /docs).
 ROUTERS: tuple[APIRouter, ...] = (jobs.router, verify.router, web.router, live.router, ops.router)
 
 
@@ -70,6 +72,7 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
 
     app = FastAPI(
         title="facetalk", version=__version__, lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # FastAPI's pages load from CDNs; see docs.py
         description="One portrait + one speech recording -> a lip-synced talking MP4, "
                     "rendered on this machine. Submit a job, follow it, download the video.")
     state = app.state
@@ -81,6 +84,8 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     # Every route is added the same way: one router per resource.
     for router in ROUTERS:
         app.include_router(router)
+    if settings.api_docs:
+        install_docs(app)
     # Middleware: the last added is the outermost. The page files answer before the key check.
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import FacetalkError, InvalidInput
-from ..errors import QueueFull, http_status
+from ..errors import BadRequest, QueueFull, http_status, public_error
 
 _log = logging.getLogger("facetalk.service")
 
@@ -20,7 +20,8 @@ def _error_response(exc: FacetalkError, status: int | None = None) -> JSONRespon
     headers = {"X-Content-Type-Options": "nosniff"}
     if isinstance(exc, QueueFull):
         headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(exc.to_dict(), status_code=status or http_status(exc), headers=headers)
+    return JSONResponse(public_error(exc.to_dict()), status_code=status or http_status(exc),
+                        headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -36,14 +37,20 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
             for e in exc.errors()[:5])
         return _error_response(InvalidInput(f"invalid request: {problems}",
-                                            hint="See /docs for the parameters."), 422)
+                                            hint="See /openapi.json for the parameters."), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        hint = "See /docs for the routes." if exc.status_code in (404, 405) else ""
+        hint = "See /openapi.json for the routes." if exc.status_code in (404, 405) else ""
         body = {"error": code, "detail": str(exc.detail), "hint": hint}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(_: Request, exc: RecursionError) -> JSONResponse:
+        # Only a request body nested thousands deep (JSON) recurses this far here.
+        return _error_response(BadRequest("the request is nested too deeply",
+                                          hint="Send flat JSON objects."))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -20,7 +20,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ...errors import FacetalkError, InvalidInput
-from ..errors import BadRequest, Expired, InsufficientStorage, JobNotFound, NotReady, QueueFull
+from ..errors import (
+    BadRequest,
+    Expired,
+    InsufficientStorage,
+    JobNotFound,
+    NotReady,
+    QueueFull,
+    public_error,
+)
 from ..jobs.queue import JobQueue
 from ..jobs.storage import new_job_id, valid_job_id
 from ..jobs.store import SUCCEEDED, Job, NewJob
@@ -32,6 +40,8 @@ from .uploads import options_from_form, receive_form
 CANCEL_WAIT_S = 2.0
 SSE_POLL_S = 0.25
 SSE_HEARTBEAT_S = 15.0
+#: The largest job sequence number (SQLite's INTEGER); a larger cursor is a 422, not a 500.
+MAX_CURSOR = 2**63 - 1
 
 router = APIRouter(tags=["jobs"])
 
@@ -113,7 +123,7 @@ async def _submit(request: Request) -> Job:
 async def list_jobs(
     request: Request,
     limit: int = Query(20, ge=1, le=100, description="Jobs per page."),
-    cursor: int | None = Query(None, ge=1, description="From the previous page's `next`."),
+    cursor: int | None = Query(None, ge=1, le=MAX_CURSOR, description="From the previous page's `next`."),
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = Query(
         None, description="Only jobs in this state."),
 ) -> dict[str, Any]:
@@ -238,7 +248,8 @@ def job_view(job: Job, queue: JobQueue, settings: ServiceSettings) -> dict[str, 
         "options": job.options, "inputs": job.inputs, "result": job.result,
         "timings": result.get("timings", {}), "warnings": result.get("warnings", []),
         "render_id": result.get("render_id"), "sync_offset_ms": result.get("sync_offset_ms"),
-        "error": job.error, "inputs_deleted": job.inputs_deleted_at is not None,
+        "error": public_error(job.error) if job.error else job.error,
+        "inputs_deleted": job.inputs_deleted_at is not None,
         "output_deleted": job.output_deleted_at is not None, "expires_at": expires,
         "links": {"self": base, "video": f"{base}/video", "events": f"{base}/events"},
     }

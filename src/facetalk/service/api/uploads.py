@@ -157,7 +157,7 @@ class _Receiver:
         elif self._name:
             try:
                 self.sub.fields[self._name] = self._buf.decode(self.charset)
-            except UnicodeDecodeError:
+            except UnicodeError:
                 raise InvalidInput(f"the field {self._name!r} is not valid text") from None
         self._upload = None
 
@@ -183,7 +183,9 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
     charset = params.get(b"charset", b"utf-8").decode("latin-1")
     try:
         charset = codecs.lookup(charset).name
-    except LookupError:
+        # Only a text encoding that decodes any bytes (not rot13, zlib, idna, ...).
+        b"\xff\xfe\x00a".decode(charset, errors="replace")
+    except (LookupError, ValueError):
         charset = "utf-8"
     rx = _Receiver(new_path, limits, charset, file_parts)
     callbacks: Any = {
@@ -235,6 +237,9 @@ def options_from_form(fields: dict[str, str], allowed: Collection[str] | None = 
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"the options field is not valid JSON ({exc.msg})",
                                hint='Send a JSON object, e.g. {"min_resolution": 768}.') from None
+        except (RecursionError, ValueError):  # nested too deeply; an integer over 4300 digits
+            raise InvalidInput("the options field is nested too deeply or holds a number too long",
+                               hint='Send a flat JSON object, e.g. {"min_resolution": 768}.') from None
         if not isinstance(data, dict):
             raise InvalidInput("the options field must be a JSON object",
                                hint='Send a JSON object, e.g. {"min_resolution": 768}.')

@@ -128,7 +128,7 @@ class PublicPageMiddleware:
         else:
             response = JSONResponse(
                 {"error": "not_found", "detail": f"no page file {name[:64]!r}",
-                 "hint": "The page is at /; the API is under /v1 (see /docs)."},
+                 "hint": "The page is at /; the API is under /v1 (see /openapi.json)."},
                 status_code=404, headers={"X-Content-Type-Options": "nosniff"})
         await response(scope, receive, send)
 
