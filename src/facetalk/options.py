@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -117,6 +118,8 @@ class GenerationOptions:
                     f"{f.name} must be one of {', '.join(meta['choices'])}, got {value!r}")
         if self.label is not None and len(self.label) > 64:
             raise InvalidInput("label must be at most 64 characters")
+        if self.label is not None:
+            _check_label(self.label)
 
     # -- derived values -------------------------------------------------------------
     @property
@@ -163,6 +166,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"inference_steps": 10, "min_resolution": 512},
     "quality": {"inference_steps": 30, "min_resolution": 1024},
 }
+
+
+#: Bidirectional formatting characters (embeddings, overrides, isolates, marks): in a
+#: label burnt into a video or shown in a job list they reorder the text around them.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
+def _check_label(label: str) -> None:
+    """Refuse characters a visible label must not hide: control characters (NUL, line
+    breaks, escapes), bidi overrides and lone surrogates."""
+    for i, ch in enumerate(label):
+        if ch in _BIDI_CONTROLS:
+            raise InvalidInput(f"label must not contain the bidirectional control U+{ord(ch):04X} "
+                               f"(character {i + 1})", hint="Write the label as plain text.")
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            raise InvalidInput(f"label must not contain the control character U+{ord(ch):04X} "
+                               f"(character {i + 1})", hint="Write the label as plain text on one line.")
 
 
 def _field_type(f: dataclasses.Field[Any]) -> Any:

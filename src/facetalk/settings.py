@@ -17,6 +17,12 @@ from .errors import InvalidInput
 MAX_AUDIO_SECONDS = 1800.0
 
 
+def megabytes(n: int | float) -> str:
+    """A byte count as the README writes it: binary megabytes, ``200 MB`` for the default
+    209,715,200-byte limit (decimal rounding would print ``210 MB`` and disagree)."""
+    return f"{n / (1024 * 1024):.0f} MB"
+
+
 @dataclass(frozen=True)
 class Limits:
     """Hard limits that protect a shared box from oversized inputs."""

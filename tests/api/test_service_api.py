@@ -440,12 +440,19 @@ def test_api_keys_guard_every_route_but_healthz(tmp_path: Path, make_client: Mak
     key, other = "k3y-" + "a" * 20, "k3y-" + "b" * 20
     with make_client(tmp_path, api_keys=(key, other)) as api:
         assert api.get("/healthz").status_code == 200
-        for path in ("/v1/jobs", "/readyz", "/metrics", "/docs", "/openapi.json",
+        for path in ("/v1/jobs", "/v1/workers", "/metrics", "/docs", "/openapi.json",
                      "/v1/jobs/0123456789abcdef0123456789abcdef"):
             r = api.get(path)
             assert r.status_code == 401, path
             assert r.json()["error"] == "unauthorized" and r.headers["www-authenticate"]
             assert api.get(path, headers={"Authorization": "Bearer wrong-key-123"}).status_code == 401
+        # /readyz answers a probe without a key, but only its status: no pids, no host names.
+        assert wait_ready(api)
+        bare = api.get("/readyz")
+        assert bare.status_code == 200 and bare.json() == {"status": "ready"}, bare.text
+        assert api.get("/readyz", headers={"X-API-Key": "wrong-key-123"}).json() == {"status": "ready"}
+        full = api.get("/readyz", headers={"X-API-Key": key}).json()
+        assert full["status"] == "ready" and "worker_pids" in full and "disk_free_bytes" in full
         assert api.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         assert api.get("/v1/jobs", headers={"X-API-Key": other}).status_code == 200
         assert api.post("/v1/jobs", files={"portrait": ("a", b"x")}).status_code == 401

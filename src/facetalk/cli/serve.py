@@ -111,7 +111,10 @@ def serve(log_level: str, access_log: bool, device: str | None, **flags: Any) ->
         sys.exit(2)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 access_log=access_log, limit_concurrency=settings.max_connections,
-                timeout_graceful_shutdown=10, proxy_headers=True, server_header=False)
+                timeout_graceful_shutdown=10, server_header=False,
+                # X-Forwarded-For sets the logged client address only from listed proxies.
+                proxy_headers=bool(settings.forwarded_allow_ips),
+                forwarded_allow_ips=list(settings.forwarded_allow_ips) or None)
 
 
 def _is_loopback(host: str) -> bool:

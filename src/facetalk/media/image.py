@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InvalidInput, LimitExceeded, UnsupportedMedia
-from ..settings import Limits
+from ..settings import Limits, megabytes
 
 Source = str | os.PathLike[str] | bytes
 
@@ -43,8 +43,8 @@ def open_source(src: Source, limits: Limits, what: str) -> io.BufferedIOBase | i
 
 
 def _too_big(what: str, size: int, limits: Limits) -> str:
-    return (f"the {what} is {size / 1e6:.0f} MB; the limit is "
-            f"{limits.max_input_bytes / 1e6:.0f} MB (FACETALK_MAX_INPUT_BYTES)")
+    return (f"the {what} is {megabytes(size)}; the limit is "
+            f"{megabytes(limits.max_input_bytes)} (FACETALK_MAX_INPUT_BYTES)")
 
 
 def load_portrait(src: Source, limits: Limits | None = None) -> np.ndarray:

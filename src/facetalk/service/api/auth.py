@@ -4,7 +4,8 @@ A pure ASGI middleware rather than a FastAPI dependency, so it also guards /docs
 /openapi.json, /metrics and any route added later: every route but /healthz (which a
 load balancer must reach without a secret) and the /live page (a browser cannot send a
 header when it navigates; the page holds no data and asks for the key itself) needs a
-key once one is configured. The WebSocket ``/v1/stream`` checks the key itself.
+key once one is configured. ``/readyz`` answers without a key too (a readiness probe cannot
+send one), but then only ``{"status"}``. The WebSocket ``/v1/stream`` checks the key itself.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import Unauthorized
 
 OPEN_PATHS = frozenset({"/healthz", "/live"})
+#: Answer without a key, but say more with one: a readiness probe cannot send a secret,
+#: and the details (worker pids, host names, disk) are for the operator.
+PROBE_PATHS = frozenset({"/readyz"})
 
 
 def _digest(key: str) -> bytes:
@@ -58,20 +62,31 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not self._digests or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        key = None
-        for name, value in scope.get("headers", []):
-            if name == b"x-api-key":
-                key = value.decode("latin-1").strip()
-            elif name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer":
-                    key = token.strip()
+        key = _key(scope)
+        if scope["path"] in PROBE_PATHS:
+            # Request.state reads scope["state"]: the route shows details only with a key.
+            scope.setdefault("state", {})["api_key_ok"] = bool(key) and self.valid(key or "")
+            await self.app(scope, receive, send)
+            return
         if key is None or key == "":
             await _refuse(send, Unauthorized("this server requires an API key"))
         elif not self.valid(key):
             await _refuse(send, Unauthorized("the API key is not valid"))
         else:
             await self.app(scope, receive, send)
+
+
+def _key(scope: Scope) -> str | None:
+    """The key a request carries (``X-API-Key`` or ``Authorization: Bearer``), if any."""
+    key = None
+    for name, value in scope.get("headers", []):
+        if name == b"x-api-key":
+            key = value.decode("latin-1").strip()
+        elif name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                key = token.strip()
+    return key
 
 
 async def _refuse(send: Send, err: Unauthorized) -> None:

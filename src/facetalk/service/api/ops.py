@@ -91,9 +91,13 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database, storage, workers")
+@router.get("/readyz", summary="Readiness: database, storage, workers (details need the key)")
 async def readyz(request: Request) -> JSONResponse:
-    """503 until a render process is up, or when the database or disk is not usable."""
+    """503 until a render process is up, or when the database or disk is not usable.
+
+    With API keys configured, a request without a valid key (a readiness probe) gets the
+    status alone: worker pids, host names and disk figures are for the operator.
+    """
     queue, settings = request.app.state.queue, request.app.state.settings
     health = await run_in_threadpool(queue.health)
     free = queue.storage.free_bytes()
@@ -103,6 +107,8 @@ async def readyz(request: Request) -> JSONResponse:
     body = {"status": "ready" if ok else "not ready", **health, "disk_free_bytes": free,
             "disk_ok": disk_ok, "queue_depth": counts["queued"],
             "queue_capacity": settings.max_queued}
+    if settings.api_keys and not getattr(request.state, "api_key_ok", False):
+        body = {"status": body["status"]}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -28,7 +28,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ...errors import InvalidInput, LimitExceeded
 from ...options import GenerationOptions, _base_type
-from ...settings import Limits
+from ...settings import Limits, megabytes
 from ..errors import BadRequest, UnsupportedContentType
 
 FILE_PARTS = ("portrait", "audio")
@@ -140,7 +140,7 @@ class _Receiver:
             if self._upload.size > self.limits.max_input_bytes:
                 raise LimitExceeded(
                     f"the {self._name} is larger than the limit of "
-                    f"{self.limits.max_input_bytes / 1e6:.0f} MB (FACETALK_MAX_INPUT_BYTES)",
+                    f"{megabytes(self.limits.max_input_bytes)} (FACETALK_MAX_INPUT_BYTES)",
                     hint="Send a smaller file: compress the audio (MP3/M4A) or resize the picture.")
             self._upload.digest.update(chunk)
             self._file.write(chunk)
