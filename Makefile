@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml $(SRC_FILES)
 $(TEST_STAMP): pyproject.toml
 	@test -x $(TEST_VENV)/bin/python || $(PY) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/python -m pip install -q --upgrade pip
-	$(TEST_VENV)/bin/python -m pip install -q -e '.[dev,server,queue]' 'numpy>=2'
+	$(TEST_VENV)/bin/python -m pip install -q -e '.[dev,server,queue,docs]' 'numpy>=2'
 	$(TEST_VENV)/bin/python -m pip install -q 'torch==2.13.0'
 	@if $(TEST_VENV)/bin/python -c 'import mediapipe' 2>/dev/null; then \
 	  echo "$(TEST_VENV) must not contain mediapipe"; exit 1; fi

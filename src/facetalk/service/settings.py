@@ -119,7 +119,7 @@ SETTINGS: tuple[Setting, ...] = (
             "address.", metavar="IPS"),
     Setting("api_docs", "--api-docs", "FACETALK_API_DOCS", "off",
             "`on` serves the interactive API docs at `/docs` and `/redoc` (their scripts from "
-            "the `fastapi-offline` package, never a CDN: `pip install fastapi-offline`). "
+            "the `fastapi-offline` package, never a CDN: `pip install 'facetalk[docs]'`). "
             "`/openapi.json` is always served.", metavar="on|off"),
     Setting("max_attempts", "--max-attempts", "FACETALK_MAX_ATTEMPTS", "3",
             "Starts of a job (a crashed worker, a killed server) before it is marked failed.",

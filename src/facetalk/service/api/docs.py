@@ -46,7 +46,7 @@ def install_docs(app: FastAPI) -> None:
     folder = asset_dir()
     if folder is None:
         raise InvalidInput("--api-docs on needs the docs' scripts, from the fastapi-offline package",
-                           hint="pip install fastapi-offline (or leave the docs off; "
+                           hint="pip install 'facetalk[docs]' (or leave the docs off; "
                                 "/openapi.json is served either way)")
     title = f"{app.title} API"
 
