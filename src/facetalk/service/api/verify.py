@@ -27,9 +27,12 @@ async def verify(request: Request) -> dict[str, Any]:
     """Upload ``video`` (any container PyAV reads); the answer is what ``facetalk verify
     --json`` prints: ``{"watermark": {"found", "payload", "confidence", ...},
     "metadata": {...}}``. Videos facetalk did not make read as not found. The upload
-    is deleted when the answer is sent."""
-    from ...provenance.verify import verify_report
+    is deleted when the answer is sent.
 
+    The server never decodes the upload itself: it is read in an upload validator
+    process, under the job uploads' limits (bytes, pixels, length), so a small file that
+    declares 16000x16000 pixels is refused from its header with 413.
+    """
     storage, limits = request.app.state.queue.storage, request.app.state.settings.limits
 
     try:
@@ -43,7 +46,8 @@ async def verify(request: Request) -> dict[str, Any]:
             raise InvalidInput("send one file part named 'video' and nothing else",
                                hint="curl -F video=@clip.mp4 .../v1/verify")
         path = form.files["video"].path
-        return await anyio.to_thread.run_sync(verify_report, path, limiter=request.app.state.verify_slot)
+        return await anyio.to_thread.run_sync(request.app.state.validators.verify, path,
+                                              limiter=request.app.state.verify_slot)
     finally:
         form.discard()
 
