@@ -25,6 +25,7 @@ from ..logs import AuditTrail, log
 from ..settings import ServiceSettings
 from . import jobs, live, ops, verify, web
 from .auth import ApiKeyMiddleware
+from .connections import RequestLimitMiddleware
 from .errors import install_error_handlers
 from .live import LIVE_RENDER_SLOTS, AvatarStore
 from .metrics import Metrics
@@ -84,6 +85,8 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(PublicPageMiddleware)
+    # Outermost: a request over the limit costs nothing more (idle sockets are not requests).
+    app.add_middleware(RequestLimitMiddleware, limit=settings.max_connections)
     install_error_handlers(app)
     return app
 

@@ -9,6 +9,11 @@ off the moment a part passes ``Limits.max_input_bytes``.
 Content is then judged only by decoding it with the engine's own loaders (see
 ``validator``): never by the filename, its extension or the client's Content-Type.
 Filenames are ignored entirely.
+
+Two guards bound what an upload can hold on to (``UploadGuard``): a stall (no bytes for
+``--upload-idle-timeout``) is refused with 408, and every chunk is checked against the
+free disk, so parallel uploads together stop at ``--min-free-disk-mb`` with 507 instead
+of each passing a check made once before its body.
 """
 
 from __future__ import annotations
@@ -18,18 +23,19 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ...errors import InvalidInput, LimitExceeded
 from ...options import GenerationOptions, _base_type
 from ...settings import Limits
-from ..errors import BadRequest, UnsupportedContentType
+from ..errors import BadRequest, InsufficientStorage, RequestTimeout, UnsupportedContentType
 
 FILE_PARTS = ("portrait", "audio")
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationOptions))
@@ -38,6 +44,37 @@ FORM_FIELDS = (*OPTION_FIELDS, "preset", "options")
 #: Largest non-file field (the JSON ``options`` is the biggest legitimate one).
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = len(FILE_PARTS) + len(FORM_FIELDS)
+#: Seconds an upload may send nothing before it is refused (``--upload-idle-timeout``).
+UPLOAD_IDLE_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class UploadGuard:
+    """What an upload in flight may cost: time without a byte, and the disk it may fill."""
+
+    #: No bytes for this long: 408 and the partial files are deleted.
+    idle_timeout: float = UPLOAD_IDLE_TIMEOUT_S
+    #: Free bytes on the upload disk now (None: no disk check).
+    free_bytes: Callable[[], int] | None = None
+    #: A chunk that would leave less free space than this is refused with 507.
+    reserve_bytes: int = 0
+
+    def make_room(self, n: int) -> None:
+        """Refuse ``n`` more bytes when they would take the disk below the reserve.
+
+        It reads the disk's real free space, which every upload in flight (and every
+        render) is already taking, so parallel uploads are counted together; two checks
+        racing overshoot by at most one chunk each.
+        """
+        if self.free_bytes is not None and self.free_bytes() - n < self.reserve_bytes:
+            raise InsufficientStorage("the server's storage disk is nearly full; the upload was stopped")
+
+
+def upload_guard(request: Any) -> UploadGuard:
+    """The guard of an upload to this app: its settings' idle timeout and disk reserve."""
+    settings = request.app.state.settings
+    return UploadGuard(settings.upload_idle_timeout, request.app.state.queue.storage.free_bytes,
+                       settings.min_free_disk_mb * 1024 * 1024)
 
 
 @dataclass
@@ -71,8 +108,9 @@ class _Receiver:
     """python-multipart callbacks: route part bytes into temp files or field buffers."""
 
     def __init__(self, new_path: Any, limits: Limits, charset: str,
-                 file_parts: tuple[str, ...] = FILE_PARTS) -> None:
+                 file_parts: tuple[str, ...] = FILE_PARTS, guard: UploadGuard | None = None) -> None:
         self.new_path = new_path
+        self.guard = guard or UploadGuard()
         self.limits = limits
         self.charset = charset
         self.file_parts = file_parts
@@ -142,6 +180,7 @@ class _Receiver:
                     f"the {self._name} is larger than the limit of "
                     f"{self.limits.max_input_bytes / 1e6:.0f} MB (FACETALK_MAX_INPUT_BYTES)",
                     hint="Send a smaller file: compress the audio (MP3/M4A) or resize the picture.")
+            self.guard.make_room(len(chunk))
             self._upload.digest.update(chunk)
             self._file.write(chunk)
         else:
@@ -168,11 +207,15 @@ class _Receiver:
 
 
 async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new_path: Any,
-                       limits: Limits, file_parts: tuple[str, ...] = FILE_PARTS) -> Submission:
+                       limits: Limits, file_parts: tuple[str, ...] = FILE_PARTS,
+                       guard: UploadGuard | None = None) -> Submission:
     """Parse a multipart body into temp files and fields, enforcing every limit on the way.
 
-    ``file_parts`` names the parts that are files (a job's portrait and audio by default).
+    ``file_parts`` names the parts that are files (a job's portrait and audio by default);
+    ``guard`` (see :func:`upload_guard`) adds the disk check; without it only the default
+    idle timeout applies.
     """
+    guard = guard or UploadGuard()
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data":
         raise UnsupportedContentType(
@@ -185,7 +228,7 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
         charset = codecs.lookup(charset).name
     except LookupError:
         charset = "utf-8"
-    rx = _Receiver(new_path, limits, charset, file_parts)
+    rx = _Receiver(new_path, limits, charset, file_parts, guard)
     callbacks: Any = {
         "on_part_begin": rx.on_part_begin, "on_part_data": rx.on_part_data,
         "on_part_end": rx.on_part_end, "on_header_field": rx.on_header_field,
@@ -194,7 +237,16 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
     }
     try:
         parser = MultipartParser(boundary, callbacks)
-        async for chunk in body:
+        chunks = body.__aiter__()
+        while True:
+            try:
+                with anyio.fail_after(guard.idle_timeout):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise RequestTimeout(f"the upload sent nothing for {guard.idle_timeout:g} s and was "
+                                     "stopped (FACETALK_UPLOAD_IDLE_TIMEOUT)") from None
             parser.write(chunk)
         parser.finalize()
     except FormParserError:

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect
 from ...errors import InvalidInput
 from ..errors import BadRequest
 from .schemas import ERRORS
-from .uploads import receive_form
+from .uploads import receive_form, upload_guard
 
 router = APIRouter(tags=["provenance"])
 
@@ -38,7 +38,7 @@ async def verify(request: Request) -> dict[str, Any]:
     try:
         form = await receive_form(request.headers.get("content-type"), request.stream(),
                                   storage.new_upload, limits,
-                                  file_parts=("video",))
+                                  file_parts=("video",), guard=upload_guard(request))
     except ClientDisconnect:
         raise BadRequest("the upload was interrupted by the client") from None
     try:
