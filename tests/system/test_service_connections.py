@@ -123,3 +123,23 @@ def test_a_stalled_upload_is_refused_with_408_and_its_file_removed(server: Serve
     assert after < UPLOAD_IDLE_S + 3
     time.sleep(0.2)
     assert list(tmp.iterdir()) == []
+
+
+def test_requests_in_progress_are_limited_but_healthz_is_not(server: Server) -> None:
+    """LIMIT uploads in progress (stalled mid-body) use up the limit: the next request gets
+    503 at once, /healthz still answers 200; once they time out the service answers again."""
+    head = (b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+            b"boundary=B\r\nContent-Length: 1000000\r\n\r\n--B\r\n")
+    busy = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(LIMIT)]
+    try:
+        for s in busy:
+            s.sendall(head)
+        time.sleep(0.5)
+        assert raw_get(server.port, "/v1/jobs")[0] == 503
+        assert raw_get(server.port, "/healthz")[0] == 200
+        replies = [read_until_closed(s, UPLOAD_IDLE_S + 10)[0][:12] for s in busy]
+        assert replies == [b"HTTP/1.1 408"] * LIMIT
+    finally:
+        for s in busy:
+            s.close()
+    assert raw_get(server.port, "/v1/jobs")[0] == 200
