@@ -60,7 +60,7 @@ class HeadDeadline:
 
     def data_received(self, data: bytes) -> None:
         """Arm the clock when a new request starts arriving; stop it once its head is in."""
-        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+        if self._head_timer is None and self._between_requests():
             self._arm()  # the next request on a kept-alive connection
         super().data_received(data)  # type: ignore[misc]
         if self._head_timer is None:
@@ -82,6 +82,12 @@ class HeadDeadline:
         """Stop the clock with the connection."""
         self._disarm()
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _between_requests(self) -> bool:
+        """The previous request was read whole and answered: new bytes start a new head
+        (not the rest of a body the app answered before reading it all)."""
+        cycle = self.cycle
+        return cycle is None or (cycle.response_complete and not cycle.more_body)
 
     def _arm(self) -> None:
         self._armed_cycle, self._head_bytes = self.cycle, 0
