@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from facetalk.service.api.uploads import UploadGuard, receive_form
+from facetalk.service.api.uploads import FLUSH_BYTES, UploadGuard, receive_form
 from facetalk.service.errors import InsufficientStorage, RequestTimeout
 from facetalk.settings import Limits
 
@@ -57,7 +57,8 @@ def test_a_stalled_upload_is_refused_and_its_partial_file_removed(tmp_path: Path
 
 def test_parallel_uploads_together_stop_at_the_disk_reserve(tmp_path: Path) -> None:
     """Room for 1 MB above the reserve; two 768 KB uploads each pass a check made before
-    their body, but not together: the second one to need the last megabyte gets 507."""
+    their body, but not together: the second one to need the last megabyte gets 507. The
+    disk may pass the room by what the other upload holds unwritten (FLUSH_BYTES at most)."""
     room = 1024 * 1024
     reserve = 50 * 1024 * 1024
     peak = [0]
@@ -88,6 +89,6 @@ def test_parallel_uploads_together_stop_at_the_disk_reserve(tmp_path: Path) -> N
     anyio.run(main)
     refused = [o for o in outcomes if isinstance(o, InsufficientStorage)]
     assert len(refused) == 1 and len(outcomes) == 2, outcomes
-    assert peak[0] <= room, peak[0]
+    assert peak[0] <= room + FLUSH_BYTES, peak[0]
     assert used(tmp_path) == 12 * CHUNK  # the refused upload's partial file is gone
     assert "nearly full" in refused[0].message
