@@ -86,3 +86,47 @@ def test_bad_requests_get_a_clear_4xx(api: TestClient, astronaut_path: Path) -> 
     no_key = TestClient(api.app).post("/v1/verify", files={"video": ("x", b"abc")})
     assert no_key.status_code == 401
     assert list((api.app.state.settings.storage / "tmp").iterdir()) == []  # type: ignore[attr-defined]
+
+
+def pixel_bomb(width: int, height: int) -> bytes:
+    """A PNG of ``width`` x ``height`` black pixels: a few hundred KB that decode to GBs."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer = zlib.compressobj(9)
+    row = bytes(1 + 3 * width)
+    body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def test_a_pixel_bomb_is_refused_from_its_header_without_the_server_decoding_it(api: TestClient) -> None:
+    """Issue 22 item 1: 8000x8000 (64 MP, over the 32 MP limit) in ~200 KB. Before the fix
+    the server decoded it itself (RGB frame plus float64 watermark planes: > 1 GB RSS)."""
+    import resource
+
+    bomb = pixel_bomb(8000, 8000)
+    assert len(bomb) < 400_000
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    r = api.post("/v1/verify", files={"video": ("bomb.png", bomb, "image/png")})
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    assert r.status_code == 413, r.text
+    assert r.json()["error"] == "limit_exceeded" and "8000x8000" in r.json()["detail"]
+    assert peak_after - peak_before < 150 * 1024 * 1024, (peak_before, peak_after)
+    assert list((api.app.state.settings.storage / "tmp").iterdir()) == []  # type: ignore[attr-defined]
+
+
+def test_verify_applies_the_pixel_and_length_limits_to_videos(tmp_path: Path) -> None:
+    from facetalk.errors import LimitExceeded
+    from facetalk.service.helpers.validator import verify_video
+    from facetalk.settings import Limits
+
+    clip = other_video(tmp_path / "x.mp4")
+    assert verify_video(clip, Limits())["watermark"]["found"] is False
+    with pytest.raises(LimitExceeded, match="320x240"):
+        verify_video(clip, Limits(max_image_pixels=320 * 240 - 1))
+    with pytest.raises(LimitExceeded, match="declared 3 s"):
+        verify_video(clip, Limits(max_audio_seconds=2.0))

@@ -87,6 +87,7 @@ def serve(log_level: str, access_log: bool, device: str | None, **flags: Any) ->
 
         from ..service import logs
         from ..service.api import create_app
+        from ..service.api.connections import guarded_http_protocol
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         click.echo(f"error: the HTTP service needs {exc.name}", err=True)
         click.echo("hint: pip install 'facetalk[server]'", err=True)
@@ -109,8 +110,11 @@ def serve(log_level: str, access_log: bool, device: str | None, **flags: Any) ->
         click.echo(f"error: cannot use the storage folder {settings.storage}: {exc}", err=True)
         click.echo("hint: choose a writable folder with --storage", err=True)
         sys.exit(2)
+    # No limit_concurrency: it counts idle sockets too and then refuses /healthz; requests in
+    # progress are limited by the app (RequestLimitMiddleware) and slow request heads are
+    # closed by the protocol (see facetalk.service.api.connections).
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=access_log, limit_concurrency=settings.max_connections,
+                access_log=access_log, http=guarded_http_protocol(settings.header_timeout),
                 timeout_graceful_shutdown=10, server_header=False,
                 # X-Forwarded-For sets the logged client address only from listed proxies.
                 proxy_headers=bool(settings.forwarded_allow_ips),

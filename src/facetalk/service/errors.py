@@ -79,6 +79,14 @@ class InsufficientStorage(ServiceError):
     default_hint = "Free disk space on the server or lower --retention."
 
 
+class RequestTimeout(ServiceError):
+    """An upload stopped sending: its connection and disk space go back to the others."""
+
+    code = "request_timeout"
+    status = 408
+    default_hint = "The upload stalled; check the network and send it again."
+
+
 class BadRequest(ServiceError):
     """The HTTP request itself is malformed (not the media, not an option)."""
 
@@ -180,6 +188,7 @@ __all__ = [
     "JobTimeout",
     "NotReady",
     "QueueFull",
+    "RequestTimeout",
     "ServiceError",
     "Unauthorized",
     "UnsupportedContentType",

@@ -128,7 +128,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Below this much free space on the storage disk, submissions get `507` and "
             "`/readyz` fails.", kind="int"),
     Setting("max_connections", "--max-connections", "FACETALK_MAX_CONNECTIONS", "256",
-            "Concurrent HTTP connections before Uvicorn answers `503`.", kind="int"),
+            "Requests in progress (HTTP and WebSocket) before new ones get `503`. Idle "
+            "connections do not count (`--header-timeout` closes them); `/healthz` is always "
+            "answered.", kind="int"),
+    Setting("header_timeout", "--header-timeout", "FACETALK_HEADER_TIMEOUT", "10s",
+            "A connection that has not sent a whole request line and headers this long after "
+            "it opened (or after its previous response) is closed: silent and slow-header "
+            "connections cannot pile up.", metavar="DURATION"),
+    Setting("upload_idle_timeout", "--upload-idle-timeout", "FACETALK_UPLOAD_IDLE_TIMEOUT", "30s",
+            "An upload that sends nothing this long is refused with `408` and its partial "
+            "file deleted.", metavar="DURATION"),
     Setting("queue", "--queue", "FACETALK_QUEUE", "embedded",
             "`redis://HOST:6379/0` (or `rediss://` for TLS, `redis://:PASSWORD@HOST...`) "
             "switches to Celery: renders then run in `facetalk worker` processes on any "
@@ -222,8 +231,13 @@ class ServiceSettings:
     max_attempts: int = 3
     #: Submissions are refused (507) when the storage disk has less free space.
     min_free_disk_mb: int = 1024
-    #: Concurrent HTTP connections before Uvicorn answers 503.
+    #: Requests in progress (HTTP and WebSocket) before new ones get 503; idle
+    #: connections do not count.
     max_connections: int = 256
+    #: Seconds a connection may take to send a whole request head before it is closed.
+    header_timeout: float = 10.0
+    #: Seconds an upload may send nothing before it is refused with 408.
+    upload_idle_timeout: float = 30.0
     #: The engine's input limits (pixels, seconds, bytes), from FACETALK_MAX_*.
     limits: Limits = field(default_factory=Limits)
     #: None = the embedded queue; ``redis://HOST:6379/0`` = Celery with a Redis broker.
@@ -247,6 +261,12 @@ class ServiceSettings:
             raise InvalidInput(f"queue must be a redis:// or rediss:// URL, got {self.queue!r}",
                                hint="e.g. --queue redis://127.0.0.1:6379/0 (leave it out for "
                                     "the embedded queue)")
+        if self.max_connections < 1:
+            raise InvalidInput(f"max_connections must be at least 1, got {self.max_connections}")
+        if not 0 < self.header_timeout <= 3600:
+            raise InvalidInput("header_timeout must be between 1 ms and 1 h")
+        if not 0 < self.upload_idle_timeout <= 3600:
+            raise InvalidInput("upload_idle_timeout must be between 1 ms and 1 h")
         if self.visibility_timeout < 60:
             raise InvalidInput("visibility_timeout must be at least 60 s")
         for ip in self.forwarded_allow_ips:
@@ -323,8 +343,8 @@ def _convert(name: str, value: Any) -> Any:
         return Path(value)
     if name == "retention":
         return parse_duration(value, "retention")
-    if name == "visibility_timeout":
-        return parse_duration(value, "visibility_timeout")
+    if name in ("visibility_timeout", "header_timeout", "upload_idle_timeout"):
+        return parse_duration(value, name)
     if name == "queue":
         text = str(value).strip()
         return None if text.lower() in ("", "embedded") else text

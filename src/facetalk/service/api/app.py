@@ -26,6 +26,7 @@ from ..logs import AuditTrail, log
 from ..settings import ServiceSettings
 from . import jobs, live, ops, verify, web
 from .auth import ApiKeyMiddleware
+from .connections import RequestLimitMiddleware
 from .docs import install_docs
 from .errors import install_error_handlers
 from .live import LIVE_RENDER_SLOTS, AvatarStore
@@ -90,8 +91,10 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_keys)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(PublicPageMiddleware)
+    app.add_middleware(RequestLimitMiddleware, limit=settings.max_connections)
     # Outermost: a request for another Host or a write from another site is refused before
-    # anything else sees it (the pages included, and WebSocket handshakes).
+    # anything else sees it (the pages included, and WebSocket handshakes); a request over
+    # the limit costs nothing more (idle sockets are not requests).
     app.add_middleware(HostOriginMiddleware, settings=settings)
     install_error_handlers(app)
     return app

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import FacetalkError, InvalidInput
-from ..errors import BadRequest, QueueFull, http_status, public_error
+from ..errors import BadRequest, QueueFull, RequestTimeout, http_status, public_error
 
 _log = logging.getLogger("facetalk.service")
 
@@ -20,6 +20,8 @@ def _error_response(exc: FacetalkError, status: int | None = None) -> JSONRespon
     headers = {"X-Content-Type-Options": "nosniff"}
     if isinstance(exc, QueueFull):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, RequestTimeout):
+        headers["Connection"] = "close"  # the rest of a stalled body is never read: free the socket now
     return JSONResponse(public_error(exc.to_dict()), status_code=status or http_status(exc),
                         headers=headers)
 

@@ -34,7 +34,7 @@ from ..jobs.storage import new_job_id, valid_job_id
 from ..jobs.store import SUCCEEDED, Job, NewJob
 from ..settings import ServiceSettings
 from .schemas import ERRORS, JobOut, JobPage, submit_request_body
-from .uploads import options_from_form, receive_form
+from .uploads import options_from_form, receive_form, upload_guard
 
 #: How long DELETE waits for a running render to stop before answering 202.
 CANCEL_WAIT_S = 2.0
@@ -85,7 +85,8 @@ async def _submit(request: Request) -> Job:
         raise InsufficientStorage("the server's storage disk is nearly full")
     try:
         form = await receive_form(request.headers.get("content-type"), request.stream(),
-                                  queue.storage.new_upload, settings.limits)
+                                  queue.storage.new_upload, settings.limits,
+                                  guard=upload_guard(request))
     except ClientDisconnect:
         # Not a server error: the client went away mid-upload (its temp files are gone).
         raise BadRequest("the upload was interrupted by the client") from None

@@ -9,6 +9,11 @@ off the moment a part passes ``Limits.max_input_bytes``.
 Content is then judged only by decoding it with the engine's own loaders (see
 ``validator``): never by the filename, its extension or the client's Content-Type.
 Filenames are ignored entirely.
+
+Two guards bound what an upload can hold on to (``UploadGuard``): a stall (no bytes for
+``--upload-idle-timeout``) is refused with 408, and every chunk is checked against the
+free disk, so parallel uploads together stop at ``--min-free-disk-mb`` with 507 instead
+of each passing a check made once before its body.
 """
 
 from __future__ import annotations
@@ -18,18 +23,19 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import anyio
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ...errors import InvalidInput, LimitExceeded
 from ...options import GenerationOptions, _base_type
 from ...settings import Limits, megabytes
-from ..errors import BadRequest, UnsupportedContentType
+from ..errors import BadRequest, InsufficientStorage, RequestTimeout, UnsupportedContentType
 
 FILE_PARTS = ("portrait", "audio")
 OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationOptions))
@@ -38,6 +44,42 @@ FORM_FIELDS = (*OPTION_FIELDS, "preset", "options")
 #: Largest non-file field (the JSON ``options`` is the biggest legitimate one).
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = len(FILE_PARTS) + len(FORM_FIELDS)
+#: Bytes of an upload held before they are hashed and written, in a worker thread: a write
+#: can block for hundreds of ms when the disk is busy (measured: up to 0.9 s with six
+#: parallel uploads on a loaded box), and the event loop that answers /healthz must not.
+FLUSH_BYTES = 256 * 1024
+#: Seconds an upload may send nothing before it is refused (``--upload-idle-timeout``).
+UPLOAD_IDLE_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class UploadGuard:
+    """What an upload in flight may cost: time without a byte, and the disk it may fill."""
+
+    #: No bytes for this long: 408 and the partial files are deleted.
+    idle_timeout: float = UPLOAD_IDLE_TIMEOUT_S
+    #: Free bytes on the upload disk now (None: no disk check).
+    free_bytes: Callable[[], int] | None = None
+    #: A chunk that would leave less free space than this is refused with 507.
+    reserve_bytes: int = 0
+
+    def make_room(self, n: int) -> None:
+        """Refuse ``n`` more bytes when they would take the disk below the reserve.
+
+        It reads the disk's real free space, which every upload in flight (and every
+        render) is already taking, so parallel uploads are counted together; the caller adds
+        its own bytes not yet written, so each upload overshoots by at most the bytes another
+        one holds unwritten (:data:`FLUSH_BYTES`).
+        """
+        if self.free_bytes is not None and self.free_bytes() - n < self.reserve_bytes:
+            raise InsufficientStorage("the server's storage disk is nearly full; the upload was stopped")
+
+
+def upload_guard(request: Any) -> UploadGuard:
+    """The guard of an upload to this app: its settings' idle timeout and disk reserve."""
+    settings = request.app.state.settings
+    return UploadGuard(settings.upload_idle_timeout, request.app.state.queue.storage.free_bytes,
+                       settings.min_free_disk_mb * 1024 * 1024)
 
 
 @dataclass
@@ -71,8 +113,9 @@ class _Receiver:
     """python-multipart callbacks: route part bytes into temp files or field buffers."""
 
     def __init__(self, new_path: Any, limits: Limits, charset: str,
-                 file_parts: tuple[str, ...] = FILE_PARTS) -> None:
+                 file_parts: tuple[str, ...] = FILE_PARTS, guard: UploadGuard | None = None) -> None:
         self.new_path = new_path
+        self.guard = guard or UploadGuard()
         self.limits = limits
         self.charset = charset
         self.file_parts = file_parts
@@ -85,6 +128,9 @@ class _Receiver:
         self._file: IO[bytes] | None = None
         self._upload: Upload | None = None
         self._buf = bytearray()
+        #: File bytes received but not yet written ((upload, file, chunk); chunk None = close).
+        self._pending: list[tuple[Upload, IO[bytes], bytes | None]] = []
+        self.pending_bytes = 0
 
     def on_part_begin(self) -> None:
         self.parts += 1
@@ -142,8 +188,9 @@ class _Receiver:
                     f"the {self._name} is larger than the limit of "
                     f"{megabytes(self.limits.max_input_bytes)} (FACETALK_MAX_INPUT_BYTES)",
                     hint="Send a smaller file: compress the audio (MP3/M4A) or resize the picture.")
-            self._upload.digest.update(chunk)
-            self._file.write(chunk)
+            self.guard.make_room(len(chunk) + self.pending_bytes)
+            self._pending.append((self._upload, self._file, chunk))
+            self.pending_bytes += len(chunk)
         else:
             self._buf += chunk
             if len(self._buf) > MAX_FIELD_BYTES:
@@ -151,8 +198,8 @@ class _Receiver:
                                     f"{MAX_FIELD_BYTES // 1024} KB")
 
     def on_part_end(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._file is not None and self._upload is not None:
+            self._pending.append((self._upload, self._file, None))  # closed once written
             self._file = None
         elif self._name:
             try:
@@ -161,18 +208,37 @@ class _Receiver:
                 raise InvalidInput(f"the field {self._name!r} is not valid text") from None
         self._upload = None
 
+    def flush(self) -> None:
+        """Hash and write what was received (called in a worker thread, never concurrently
+        with the parser: the event loop awaits it)."""
+        pending, self._pending, self.pending_bytes = self._pending, [], 0
+        for up, file, chunk in pending:
+            if chunk is None:
+                file.close()
+            else:
+                up.digest.update(chunk)
+                file.write(chunk)
+
     def close(self) -> None:
+        """Close every file still open (after a refusal; their paths are then deleted)."""
+        for _, file, _ in self._pending:
+            file.close()
+        self._pending, self.pending_bytes = [], 0
         if self._file is not None:
             self._file.close()
             self._file = None
 
 
 async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new_path: Any,
-                       limits: Limits, file_parts: tuple[str, ...] = FILE_PARTS) -> Submission:
+                       limits: Limits, file_parts: tuple[str, ...] = FILE_PARTS,
+                       guard: UploadGuard | None = None) -> Submission:
     """Parse a multipart body into temp files and fields, enforcing every limit on the way.
 
-    ``file_parts`` names the parts that are files (a job's portrait and audio by default).
+    ``file_parts`` names the parts that are files (a job's portrait and audio by default);
+    ``guard`` (see :func:`upload_guard`) adds the disk check; without it only the default
+    idle timeout applies.
     """
+    guard = guard or UploadGuard()
     ctype, params = parse_options_header(content_type)
     if ctype != b"multipart/form-data":
         raise UnsupportedContentType(
@@ -187,7 +253,7 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
         b"\xff\xfe\x00a".decode(charset, errors="replace")
     except (LookupError, ValueError):
         charset = "utf-8"
-    rx = _Receiver(new_path, limits, charset, file_parts)
+    rx = _Receiver(new_path, limits, charset, file_parts, guard)
     callbacks: Any = {
         "on_part_begin": rx.on_part_begin, "on_part_data": rx.on_part_data,
         "on_part_end": rx.on_part_end, "on_header_field": rx.on_header_field,
@@ -196,9 +262,21 @@ async def receive_form(content_type: str | None, body: AsyncIterator[bytes], new
     }
     try:
         parser = MultipartParser(boundary, callbacks)
-        async for chunk in body:
+        chunks = body.__aiter__()
+        while True:
+            try:
+                with anyio.fail_after(guard.idle_timeout):
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise RequestTimeout(f"the upload sent nothing for {guard.idle_timeout:g} s and was "
+                                     "stopped (FACETALK_UPLOAD_IDLE_TIMEOUT)") from None
             parser.write(chunk)
+            if rx.pending_bytes >= FLUSH_BYTES:
+                await anyio.to_thread.run_sync(rx.flush)
         parser.finalize()
+        await anyio.to_thread.run_sync(rx.flush)
     except FormParserError:
         rx.close()
         rx.sub.discard()

@@ -32,7 +32,7 @@ from ..errors import BadRequest
 from ..helpers.analyzer import Analyzer
 from ..web import HEADERS, PAGE_FILES, PREFIX, static_dir
 from .schemas import ErrorOut
-from .uploads import options_from_form, receive_form
+from .uploads import options_from_form, receive_form, upload_guard
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text} for code, text in {
@@ -91,7 +91,7 @@ async def analyze(request: Request) -> dict[str, Any]:
     storage = request.app.state.queue.storage
     try:
         form = await receive_form(request.headers.get("content-type"), request.stream(),
-                                  storage.new_upload, settings.limits)
+                                  storage.new_upload, settings.limits, guard=upload_guard(request))
     except ClientDisconnect:
         raise BadRequest("the upload was interrupted by the client") from None
     try:

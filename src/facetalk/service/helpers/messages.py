@@ -26,6 +26,13 @@ class Inspect:
 
 
 @dataclass(frozen=True)
+class Verify:
+    """Validator request: read a video's provenance labels (``POST /v1/verify``)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Analyze:
     """Analyzer request: one file for the web page (``kind`` is portrait or audio)."""
 
