@@ -78,7 +78,7 @@ def test_round_spread_width_ratio() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is not None, reason="pocketsphinx installed")
 def test_align_without_pocketsphinx_says_how_to_install() -> None:
-    with pytest.raises(InvalidInput, match="pip install pocketsphinx"):
+    with pytest.raises(InvalidInput, match=r"pip install 'facetalk\[align\]'"):
         align_transcript(np.zeros(16000, np.float32), "hello")
 
 

@@ -672,15 +672,17 @@ def align_transcript(audio: np.ndarray, text: str, rate: int = 16000) -> list[Ph
     """ARPAbet phone timings of English ``audio`` (16 kHz mono float) saying ``text``, by
     offline forced alignment with pocketsphinx's bundled English model.
 
-    pocketsphinx is optional (BSD-2): ``pip install pocketsphinx``. Its frames are 10 ms.
+    pocketsphinx is optional (BSD-2): the ``align`` extra, ``pip install 'facetalk[align]'``.
+    Its frames are 10 ms.
     """
     try:
         from pocketsphinx import Decoder
     except ImportError:
         from ..errors import InvalidInput
 
-        raise InvalidInput("aligning a transcript needs pocketsphinx: pip install pocketsphinx "
-                           "(or pass --phonemes with timings from another aligner)") from None
+        raise InvalidInput("aligning a transcript needs pocketsphinx, facetalk's optional 'align' extra: "
+                           "pip install 'facetalk[align]' (or pip install pocketsphinx; or pass --phonemes "
+                           "with timings from another aligner)") from None
     if rate != 16000:
         raise ValueError("align_transcript expects 16 kHz audio")
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
