@@ -64,12 +64,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--set-dir", type=Path, default=ROOT / "build" / "voices")
     ap.add_argument("--only", default="", help="comma-separated clip-name prefixes")
+    ap.add_argument("--variants", default="", help="comma-separated variants (clean,phone,noisy,fast,music,"
+                    "nonspeech); default all")
     ap.add_argument("--min-resolution", type=int, default=384)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     index = json.loads((args.set_dir / "index.json").read_text())
     prefixes = [p for p in args.only.split(",") if p]
-    clips = [c for c in index if not prefixes or any(c["clip"].startswith(p) for p in prefixes)]
+    variants = [v for v in args.variants.split(",") if v]
+    clips = [c for c in index if (not prefixes or any(c["clip"].startswith(p) for p in prefixes))
+             and (not variants or c["variant"] in variants)]
     options = GenerationOptions(min_resolution=args.min_resolution)
     rows = []
     print("clip                  set       offset    r   p/b/m  open  rnd/spr  f/v   silent closed")
@@ -77,7 +81,8 @@ def main() -> None:
         for c in clips:
             wav = args.set_dir / f"{c['clip']}.wav"
             m = measure(wav, args.set_dir / f"{c['clip']}.phonemes.tsv", options, Path(t))
-            m.update(clip=c["clip"], set=c["set"], variant=c["variant"], speaker=c.get("speaker"))
+            m.update(clip=c["clip"], set=c["set"], variant=c["variant"], speaker=c.get("speaker"),
+                     language=c.get("language"))
             rows.append(m)
             print(f"{c['clip']:21} {c['set']:8} {m['av_offset_ms']:+5.0f} ms {m['r']:5.2f} "
                   f"{fmt(m.get('bilabials_closed'), True)} {fmt(m.get('open_vowels_open'), True)} "

@@ -1,12 +1,14 @@
 """Build the recorded-speech validation set (issue 19) into build/voices/.
 
-    python -m venv /work/venvs/voices && /work/venvs/voices/bin/pip install pocketsphinx numpy
+    python -m venv /work/venvs/voices && /work/venvs/voices/bin/pip install pocketsphinx numpy av
     /work/venvs/voices/bin/python tools/voices_set.py [--out build/voices]
 
-Downloads the packages named in tools/voices_manifest.json with pip (nothing fetched is
-committed), cuts out the recordings, times their phonemes by forced alignment with
-pocketsphinx's bundled English model (to the shipped transcript, or to pocketsphinx's own
-hypothesis where none ships), and writes:
+Downloads the packages named in tools/voices_manifest.json (sdists with pip, Debian
+packages with ``apt-get download``; nothing fetched is committed), cuts out the recordings
+(or joins recorded words and syllables into clips), times English phonemes by forced
+alignment with pocketsphinx's bundled English model (to the shipped transcript or word
+list, or to pocketsphinx's own hypothesis where none ships; Mandarin gets no timings),
+and writes:
 
 * ``<clip>.wav`` (16 kHz mono) and ``<clip>.phonemes.tsv`` (``start<TAB>end<TAB>phone``,
   seconds, ARPAbet: the format ``facetalk eval --phonemes`` reads),
@@ -44,16 +46,36 @@ def fetch(pip_spec: str, dest: Path) -> Path:
     name, version = pip_spec.split("==")
     found = [p for p in dest.glob("*.tar.gz") if p.name.lower().startswith(f"{name.lower()}-{version}")]
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+        # --no-binary for this package only: ':all:' would also build its build
+        # dependencies (Cython...) from source just to read the sdist's metadata.
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", name,
                         pip_spec, "-d", str(dest)], check=True)
         found = [p for p in dest.glob("*.tar.gz")
                  if p.name.lower().startswith(f"{name.lower()}-{version}")]
     return found[0]
 
 
-def member_bytes(sdist: Path, member: str) -> bytes:
-    """One file of the sdist (members are given relative to its top folder)."""
-    with tarfile.open(sdist) as tar:
+def fetch_deb(apt_spec: str, dest: Path) -> Path:
+    """The Debian package, downloaded once with apt-get and unpacked under ``dest/<name>/``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    name = apt_spec.split("=")[0]
+    root = dest / name
+    if not root.exists():
+        debs = sorted(dest.glob(f"{name}_*.deb"))
+        if not debs:
+            subprocess.run(["apt-get", "download", "-q", apt_spec], cwd=dest, check=True)
+            debs = sorted(dest.glob(f"{name}_*.deb"))
+        part = dest / f"{name}.part"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(part)], check=True)
+        part.rename(root)
+    return root
+
+
+def member_bytes(package: Path, member: str) -> bytes:
+    """One file of an sdist (relative to its top folder) or of an unpacked .deb."""
+    if package.is_dir():
+        return (package / member).read_bytes()
+    with tarfile.open(package) as tar:
         top = tar.getnames()[0].split("/")[0]
         f = tar.extractfile(f"{top}/{member}")
         assert f is not None
@@ -61,15 +83,63 @@ def member_bytes(sdist: Path, member: str) -> bytes:
 
 
 def to_float(data: bytes, member: str, raw_rate: int | None) -> np.ndarray:
-    """Mono float32 at 16 kHz from a WAV or headerless 16-bit PCM."""
+    """Mono float32 at 16 kHz from a 16-bit WAV, headerless 16-bit PCM or (with PyAV)
+    any compressed file (Ogg Vorbis of the Debian packages)."""
     if raw_rate:
         x, rate = np.frombuffer(data, "<i2").astype(np.float32) / 32768, raw_rate
-    else:
+    elif member.endswith(".wav"):
         with wave.open(io.BytesIO(data)) as w:
             rate, ch = w.getframerate(), w.getnchannels()
             x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768
             x = x.reshape(-1, ch).mean(axis=1)
+    else:
+        import av
+
+        parts = []
+        with av.open(io.BytesIO(data)) as c:
+            res = av.AudioResampler(format="flt", layout="mono", rate=SR)
+            for frame in c.decode(c.streams.audio[0]):
+                parts += [o.to_ndarray().reshape(-1) for o in res.resample(frame)]
+            parts += [o.to_ndarray().reshape(-1) for o in res.resample(None)]
+        x, rate = np.concatenate(parts).astype(np.float32), SR
     return resample(x, rate, SR)
+
+
+def trim(x: np.ndarray, below_db: float = 35.0, margin_s: float = 0.02) -> np.ndarray:
+    """A recorded word without the silence around it: from the first to the last 10 ms
+    frame within ``below_db`` of its loudest, plus a small margin."""
+    hop = SR // 100
+    frames = x[: len(x) // hop * hop].reshape(-1, hop)
+    db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    keep = np.flatnonzero(db > db.max() - below_db)
+    m = int(margin_s * SR)
+    return x[max(0, keep[0] * hop - m):min(len(x), (keep[-1] + 1) * hop + m)]
+
+
+def concat(pieces: list[np.ndarray | None], gap_s: float, pause_s: float
+           ) -> tuple[np.ndarray, list[int]]:
+    """Words or syllables joined into one clip: ``gap_s`` of silence between pieces (below
+    zero: they overlap by that much with a cross-fade, as syllables of a word do), and
+    ``pause_s`` (plus the gap) where a piece is None. Also returns where each piece starts
+    (samples)."""
+    out = np.zeros(int(0.3 * SR), np.float32)
+    gap = int(gap_s * SR)
+    starts = []
+    for piece in pieces:
+        if piece is None:
+            out = np.concatenate([out, np.zeros(int(pause_s * SR), np.float32)])
+            continue
+        if gap >= 0:
+            out = np.concatenate([out, np.zeros(gap, np.float32)])
+            starts.append(len(out))
+            out = np.concatenate([out, piece])
+        else:
+            starts.append(len(out) + gap)
+            k = min(-gap, len(piece), len(out))
+            ramp = np.linspace(0, 1, k, dtype=np.float32)
+            out[-k:] = out[-k:] * (1 - ramp) + piece[:k] * ramp
+            out = np.concatenate([out, piece[k:]])
+    return np.concatenate([out, np.zeros(int(0.4 * SR), np.float32)]), starts
 
 
 def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
@@ -229,6 +299,53 @@ def nonspeech(rng: np.random.Generator) -> dict[str, np.ndarray]:
             "breath_clicks": (breath + clicks).astype(np.float32)}
 
 
+def load_source(package: Path, src: dict) -> tuple[np.ndarray, list[tuple[int, np.ndarray]]]:
+    """A source's recording: one member, or ``members`` (words or syllables; None = a
+    pause) filled into ``member_format``, trimmed and joined (see concat). Also returns
+    the joined pieces and where each starts (empty for a single member)."""
+    if "members" not in src:
+        x = to_float(member_bytes(package, src["member"]), src["member"], src.get("raw_rate"))
+        return x - x.mean(), []
+    pieces: list[np.ndarray | None] = []
+    for m in src["members"]:
+        if m is None:
+            pieces.append(None)
+            continue
+        name = src["member_format"].format(m)
+        y = to_float(member_bytes(package, name), name, None)
+        pieces.append(trim(y - y.mean()))
+    x, starts = concat(pieces, src["gap_s"], src.get("pause_s", 0.0))
+    return x, list(zip(starts, [q for q in pieces if q is not None], strict=True))
+
+
+def align_pieces(x: np.ndarray, pieces: list[tuple[int, np.ndarray]], words: list[str]
+                 ) -> list[tuple[float, float, str]]:
+    """Phone timings of a joined clip, each word aligned on its own (with 0.2 s of
+    silence around it) and placed where it was joined: aligning the whole clip of
+    isolated words let pocketsphinx drift by up to a word."""
+    pad = int(0.2 * SR)
+    phones: list[tuple[float, float, str]] = []
+    last = 0.0
+    for (start, piece), word in zip(pieces, words, strict=True):
+        padded = np.concatenate([np.zeros(pad, np.float32), piece, np.zeros(pad, np.float32)])
+        got, _, _ = align(padded, word)
+        t0 = (start - pad) / SR
+        inner = [(s + t0, e + t0, p) for s, e, p in got if p != "SIL"]
+        if inner:
+            phones.append((last, inner[0][0], "SIL"))
+            phones += inner
+            last = inner[-1][1]
+    phones.append((last, len(x) / SR, "SIL"))
+    return phones
+
+
+def speech_seconds(x: np.ndarray) -> float:
+    """Seconds of 20 ms frames within 30 dB of the loudest."""
+    frames = x[: len(x) // 320 * 320].reshape(-1, 320)
+    p = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    return float(np.sum(p > p.max() * 1e-3) * 0.02)
+
+
 def write_phonemes(path: Path, phones: list[tuple[float, float, str]]) -> None:
     """The phoneme-timing TSV ``facetalk eval --phonemes`` reads."""
     lines = ["# start\tend\tphone (seconds, ARPAbet; SIL = silence)"]
@@ -245,23 +362,34 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     man = json.loads(MANIFEST.read_text())
     rng = np.random.default_rng(19)
-    sdists = {k: fetch(v["pip"], out / "download") for k, v in man["packages"].items()}
+    packages = {k: fetch(v["pip"], out / "download") if "pip" in v else fetch_deb(v["apt"], out / "download")
+                for k, v in man["packages"].items()}
     index = []
     for src in man["sources"]:
-        sdist = sdists[src["package"]]
-        x = to_float(member_bytes(sdist, src["member"]), src["member"], src.get("raw_rate"))
-        x = x - x.mean()
+        package = packages[src["package"]]
+        x, pieces = load_source(package, src)
         text = src.get("transcript")
         if src.get("transcript_member"):
-            text = member_bytes(sdist, src["transcript_member"]).decode().strip()
-        phones, text, how = align(x, text)
-        f0 = median_f0(x)
-        vowels = sum(p[2] in VOWELS for p in phones)
-        spoken = sum(e - s for s, e, p in phones if p != "SIL")
+            text = member_bytes(package, src["transcript_member"]).decode().strip()
+        if src["language"] == "en" and pieces:
+            words = [w.strip() for w in text.split(",")] if "," in text else text.split()
+            phones, how = align_pieces(x, pieces, words), "shipped (word list; each word aligned)"
+        if src["language"] == "en" and not pieces:
+            phones, text, how = align(x, text)
+        if src["language"] == "en":
+            vowels = sum(p[2] in VOWELS for p in phones)
+            spoken = sum(e - s for s, e, p in phones if p != "SIL")
+        else:
+            # No aligner for this language: no phoneme timings (r, offset and silences
+            # are still measured); the rate counts the syllables joined into the clip.
+            phones, how = [], "none (no aligner for this language)"
+            vowels = sum(m is not None for m in src["members"]) if "members" in src else 0
+            spoken = speech_seconds(x)
         rate = vowels / max(spoken, 1e-9)
-        base = {k: src[k] for k in ("speaker", "language", "quality", "set")}
-        base.update(package=src["package"], member=src["member"],
-                    licence=man["packages"][src["package"]]["licence"], transcript=text,
+        f0 = median_f0(x)
+        base = {k: src[k] for k in ("speaker", "sex", "language", "quality", "set")}
+        base.update(package=src["package"], member=src.get("member", src.get("member_format")),
+                    licence=src.get("licence", man["packages"][src["package"]]["licence"]), transcript=text,
                     transcript_source=how, median_f0=round(f0, 1),
                     sex_estimate="male" if 0 < f0 < 165 else ("female" if f0 else "unknown"))
         power = speech_power(x)
@@ -271,14 +399,18 @@ def main() -> None:
             "": (x, 1.0),
             ".phone": (resample(resample(band(x, 300, 3400), SR, 8000), 8000, SR)[:len(x)], 1.0),
             ".noisy": (x + pink(len(x), rng) * np.sqrt(power / 10.0), 1.0),
-            ".fast": (time_compress(x, fast), fast),
+            ".fast": (time_compress(x, fast), fast) if rate > 0 else None,
             ".music": (x + music_bed * np.sqrt(power / 10.0 / speech_power(music_bed)), 1.0),
         }
-        for suffix, (y, factor) in variants.items():
+        for suffix, made in variants.items():
+            if made is None:
+                continue
+            y, factor = made
             clip = src["id"] + suffix
             write_wav(out / f"{clip}.wav", y)
             scaled = [(s / factor, e / factor, p) for s, e, p in phones]
-            write_phonemes(out / f"{clip}.phonemes.tsv", scaled)
+            if phones:
+                write_phonemes(out / f"{clip}.phonemes.tsv", scaled)
             index.append(dict(base, clip=clip, variant=suffix.lstrip(".") or "clean",
                               seconds=round(len(y) / SR, 2), vowels_per_s=round(rate * factor, 2)))
         print(f"{src['id']:12} {src['set']:8} {len(x) / SR:5.1f} s  F0 {f0:5.0f} Hz  "

@@ -78,5 +78,19 @@ def test_round_spread_width_ratio() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is not None, reason="pocketsphinx installed")
 def test_align_without_pocketsphinx_says_how_to_install() -> None:
-    with pytest.raises(InvalidInput, match="pip install pocketsphinx"):
+    with pytest.raises(InvalidInput, match=r"pip install 'facetalk\[align\]'"):
         align_transcript(np.zeros(16000, np.float32), "hello")
+
+
+def test_labiodental_needs_a_part_open_jaw() -> None:
+    """f/v is the lower lip at the upper teeth with the jaw part-open: small lip gaps with
+    the jaw at its closed-lips rest (a p/b/m shape) do not count."""
+    gap = [0.0, 0.0, 0.2, 0.03, 0.2, 0.03, 0.2, 0.0]
+    jaw = [1.0, 1.0, 1.1, 1.0, 1.1, 1.04, 1.1, 1.0]  # rest 1.0 (median where closed)
+    tr = track(gap)
+    tr.jaw = np.array(jaw, float)
+    ph = [Phone("F", 0.11, 0.13), Phone("V", 0.19, 0.21)]  # frame 3 (jaw at rest), frame 5 (part-open)
+    rep = articulation_report(tr, ph, margin_s=0.0)
+    assert rep.labiodentals == 2 and rep.labiodentals_shown == 0.5
+    tr.jaw = None  # no jaw measured: judged on the gap alone
+    assert articulation_report(tr, ph, margin_s=0.0).labiodentals_shown == 1.0

@@ -23,7 +23,7 @@ import click
                                  "f/v figures.")
 @click.option("--transcript", default=None,
               help="What the (English) speech says: aligned with pocketsphinx "
-                   "(pip install pocketsphinx) to get the phoneme timings.")
+                   "(pip install 'facetalk[align]') to get the phoneme timings.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def eval_command(video: Path, audio: Path | None, portrait: Path | None, phonemes: Path | None,
                  transcript: str | None, as_json: bool) -> None:

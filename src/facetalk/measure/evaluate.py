@@ -48,6 +48,7 @@ class Track:
     pitch: np.ndarray
     roll: np.ndarray
     landmarks: list[np.ndarray | None] = field(default_factory=list)
+    jaw: np.ndarray | None = None  # chin below the nose tip, IOD (nan where no face)
 
     @property
     def n(self) -> int:
@@ -86,7 +87,7 @@ def track_frames(frames: list[np.ndarray], fps: float, keep_landmarks: bool = Fa
 
     n = len(frames)
     found = np.zeros(n, bool)
-    vals = np.full((n, 6), np.nan)
+    vals = np.full((n, 7), np.nan)
     kept: list[np.ndarray | None] = []
     h, w = frames[0].shape[:2] if frames else (0, 0)
     mesh = FaceMesh(max_faces=1, static=False, device=device)
@@ -101,7 +102,7 @@ def track_frames(frames: list[np.ndarray], fps: float, keep_landmarks: bool = Fa
         kept.append(lm if keep_landmarks else None)
     return Track(fps=fps, width=w, height=h, found=found, gap=vals[:, 0], width_m=vals[:, 1],
                  eye_open=vals[:, 2], yaw=vals[:, 3], pitch=vals[:, 4], roll=vals[:, 5],
-                 landmarks=kept if keep_landmarks else [])
+                 landmarks=kept if keep_landmarks else [], jaw=vals[:, 6])
 
 
 def _measures(lm: np.ndarray) -> np.ndarray:
@@ -118,7 +119,8 @@ def _measures(lm: np.ndarray) -> np.ndarray:
     nose = lm[L.NOSE_TIP, :2]
     yaw = float(np.degrees(np.arcsin(np.clip(((nose - mid) @ ex) / iod * 1.6, -1, 1))))
     pitch = float(((nose - mid) @ ey) / iod)
-    return np.array([gap, width, eye, yaw, pitch, roll])
+    jaw = float(((lm[L.CHIN, :2] - nose) @ ey) / iod)
+    return np.array([gap, width, eye, yaw, pitch, roll, jaw])
 
 
 def frame_rms(audio: np.ndarray, rate: int, fps: float, n: int) -> np.ndarray:
@@ -379,17 +381,17 @@ def track_video(path: str | Path, keep_every: int = 0, device: str | None = None
             faces = mesh.process(img)
             if not faces:
                 found.append(False)
-                vals.append(np.full(6, np.nan))
+                vals.append(np.full(7, np.nan))
                 kept_lm.append(None)
                 continue
             lm = faces[0].astype(np.float64)
             found.append(True)
             vals.append(_measures(lm))
             kept_lm.append(lm)
-    v = np.array(vals).reshape(-1, 6)
+    v = np.array(vals).reshape(-1, 7)
     track = Track(fps=fps, width=w, height=h, found=np.array(found, bool), gap=v[:, 0],
                   width_m=v[:, 1], eye_open=v[:, 2], yaw=v[:, 3], pitch=v[:, 4], roll=v[:, 5],
-                  landmarks=kept_lm)
+                  landmarks=kept_lm, jaw=v[:, 6])
     return track, kept
 
 
@@ -554,8 +556,11 @@ ARPA_CLASSES = {"bilabial": frozenset({"P", "B", "M"}), "open": frozenset({"AA",
                 "spread": frozenset({"IY", "EY", "IH"}),
                 "labiodental": frozenset({"F", "V"})}
 #: A labiodental shows when the inner-lip gap gets this small (lower lip at the upper
-#: teeth): below OPEN_GAP's half, not necessarily the full closure of p/b/m.
+#: teeth): below OPEN_GAP's half, not necessarily the full closure of p/b/m ...
 LABIODENTAL_GAP = 0.06
+#: ... while the jaw stays part-open: the chin at least this far (IOD) below where it
+#: rests with the lips closed. Lips shut by a closed jaw are a p/b/m shape, not f/v.
+LABIODENTAL_JAW = 0.02
 
 
 @dataclass(frozen=True)
@@ -612,7 +617,7 @@ class ArticulationReport:
     spread: int
     round_spread_width: float  # median mouth width on rounded / on spread vowels (< 1: narrower)
     labiodentals: int
-    labiodentals_shown: float  # share of f/v where the lip gap gets below LABIODENTAL_GAP
+    labiodentals_shown: float  # share of f/v with the lip gap small and the jaw part-open
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict for JSON output."""
@@ -624,9 +629,18 @@ def articulation_report(track: Track, phonemes: list, margin_s: float = 0.02  # 
     """Like :func:`phoneme_report`, for eSpeak or ARPAbet names, plus rounding and f/v.
 
     Width compares the mouth-corner distance in the middle frame of rounded (u, o) and
-    spread (i, e) vowels; a labiodental counts as shown if the gap gets small within it.
+    spread (i, e) vowels. A labiodental counts as shown if, in one frame within it, the
+    lip gap is below LABIODENTAL_GAP while the jaw is at least LABIODENTAL_JAW below its
+    closed-lips rest (the median over frames with the lips closed); a track without jaw
+    measurements (``track.jaw`` None) is judged on the gap alone.
     """
     gap = np.where(np.isfinite(track.gap), track.gap, np.nan)
+    part_open = np.ones(track.n, bool)
+    if track.jaw is not None and np.isfinite(track.jaw).any():
+        jaw = np.asarray(track.jaw, float)
+        shut = np.isfinite(jaw) & (np.nan_to_num(gap, nan=1.0) < CLOSED_GAP)
+        rest = float(np.median(jaw[shut])) if shut.any() else float(np.nanpercentile(jaw, 10))
+        part_open = np.nan_to_num(jaw, nan=-1.0) >= rest + LABIODENTAL_JAW
     width = track.width_m
     classes, arpa = _phone_classes(phonemes)
     closed, opened, rnd, spr, lab = [], [], [], [], []
@@ -640,7 +654,7 @@ def articulation_report(track: Track, phonemes: list, margin_s: float = 0.02  # 
             opened.append(bool(np.nanmax(gap[idx]) >= OPEN_GAP))
         elif a in classes["labiodental"]:
             idx = _frames_in(p.start, p.end + margin_s, track.fps, track.n)
-            lab.append(bool(np.nanmin(gap[idx]) < LABIODENTAL_GAP))
+            lab.append(bool(np.any((np.nan_to_num(gap[idx], nan=1.0) < LABIODENTAL_GAP) & part_open[idx])))
         if a in classes["rounded"] or a in classes["spread"]:
             mid = _frames_in((p.start + p.end) / 2, (p.start + p.end) / 2, track.fps, track.n)
             w = float(np.nanmean(width[mid])) if np.isfinite(width[mid]).any() else np.nan
@@ -658,15 +672,17 @@ def align_transcript(audio: np.ndarray, text: str, rate: int = 16000) -> list[Ph
     """ARPAbet phone timings of English ``audio`` (16 kHz mono float) saying ``text``, by
     offline forced alignment with pocketsphinx's bundled English model.
 
-    pocketsphinx is optional (BSD-2): ``pip install pocketsphinx``. Its frames are 10 ms.
+    pocketsphinx is optional (BSD-2): the ``align`` extra, ``pip install 'facetalk[align]'``.
+    Its frames are 10 ms.
     """
     try:
         from pocketsphinx import Decoder
     except ImportError:
         from ..errors import InvalidInput
 
-        raise InvalidInput("aligning a transcript needs pocketsphinx: pip install pocketsphinx "
-                           "(or pass --phonemes with timings from another aligner)") from None
+        raise InvalidInput("aligning a transcript needs pocketsphinx, facetalk's optional 'align' extra: "
+                           "pip install 'facetalk[align]' (or pip install pocketsphinx; or pass --phonemes "
+                           "with timings from another aligner)") from None
     if rate != 16000:
         raise ValueError("align_transcript expects 16 kHz audio")
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
