@@ -35,7 +35,8 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   133/171/165) and decoded with a soft-decision list Viterbi decoder whose 16 best
   paths are offered to the CRC.
 * **Detection.** Sum the luma of the frames weighted by cos and sin of the modulation
-  (after removing the mean, so the still picture cancels), high-pass, divide by the
+  (after removing the mean, so the still picture cancels; float32 sums over a centre crop
+  of at most WORK_MAX px a side, so a huge frame costs bounded memory), high-pass, divide by the
   local temporal spread of the luma (moving parts carry noise), fold modulo the tile
   (any crop becomes a circular shift), whiten per frequency ring, find shift and phase
   by correlation with the sync template, then read the bits there. A result counts
