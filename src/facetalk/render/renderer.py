@@ -32,7 +32,7 @@ from ..face import landmarks as L
 from ..face.analysis import FaceModel
 from ..face.framing import Framing
 from ..motion.controls import CONTROLS
-from .interior import MouthSprites, build_mouth
+from .interior import OPEN_GAP, MouthSprites, build_mouth
 from .layers import composite_eye, composite_mouth
 from .raster import rasterize_tris, triangles
 from .rig import Rig
@@ -373,14 +373,22 @@ class Renderer:
             return
         bx0, by0, bx1, by1 = box
         xs = np.arange(bx0, bx1, dtype=np.float64)
+        aff = self._head_affine(head, self.mouth_fit, box, offset)
+        own_lo_pts = head[rig.mouth_lo] - offset
+        m = self.mouth
+        if self.portrait_open:
+            # The opening reaches down to the lower lip's true edge, below the portrait's
+            # own lower teeth (see MouthSprites.lower_band): portrait px -> box px.
+            kx, ky = self.work_affine[0], self.work_affine[1]
+            band = np.linalg.solve(aff[:, :2], (m.lower_band * (kx, ky)).T).T
+            lo = lo + band
+            own_lo_pts = own_lo_pts + band
         y_up, y_lo = self._columns(up, lo, xs)
         if self.portrait_open:
-            own_up, own_lo = self._columns(head[rig.mouth_up] - offset,
-                                           head[rig.mouth_lo] - offset, xs)
+            own_up, own_lo = self._columns(head[rig.mouth_up] - offset, own_lo_pts, xs)
         else:
             own_up = np.full_like(xs, np.inf)
             own_lo = np.full_like(xs, -np.inf)
-        aff = self._head_affine(head, self.mouth_fit, box, offset)
         # The lower teeth and tongue ride on the jaw: the incisors, nearer its hinge, move
         # about 0.8 as far as the chin (the lips move further: they also part on their own).
         jaw = aff[:, :2] @ (0.8 * (dst[L.CHIN] - head[L.CHIN]))
@@ -393,7 +401,6 @@ class Renderer:
                          0.0)
         still = 1.0 - float(np.clip(np.nanmax(wider, initial=0.0) / max(1.0, 0.02 * self.px_per_iod),
                                     0.0, 1.0))
-        m = self.mouth
         params = np.array([(left + right) / 2 - bx0, max((right - left) / 2, 1.0),
                            self.px_per_iod, openness, self._edge_width(),
                            1.0 if m.own_teeth else 0.0, still])
@@ -585,7 +592,7 @@ def _portrait_colours(face: FaceModel, rig: Rig) -> tuple[np.ndarray, np.ndarray
     interior = np.zeros(img.shape[:2], np.uint8)
     cv2.fillPoly(interior, [np.round(inner * 8).astype(np.int32)], 1, shift=3)
     interior_px = img[interior > 0]
-    portrait_open = rig.source_gap > 0.03
+    portrait_open = rig.source_gap > OPEN_GAP
     portrait_teeth = False
     if portrait_open and len(interior_px) > 8:
         lum = interior_px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
