@@ -125,7 +125,7 @@ def test_steep_mouth_edges_are_antialiased() -> None:
     y_up = np.minimum(y_up, 57.0)
     empty = np.zeros((4, 4, 4), np.float32)
     grain = np.zeros((4, 4, 2), np.float32)
-    params = np.array([20.0, 15.0, 200.0, 1.0, 1.0, 0.0, 0.0])
+    params = np.array([20.0, 15.0, 200.0, 1.0, 1.0, 0.0, 0.0, 5.0, 34.0])
     composite_mouth(box, y_up, y_lo, np.full(w, np.inf), np.full(w, -np.inf),
                     np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.zeros(2), empty, empty,
                     grain, np.zeros(2), params, np.array([60.0, 30.0, 30.0]),

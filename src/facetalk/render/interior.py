@@ -61,6 +61,10 @@ class MouthSprites:
     #: inner lip under a row of lower teeth, which would then ride on the lip as a white
     #: rim; the opening is taken down to the lip's true edge instead.
     lower_band: np.ndarray
+    #: (2, 2) portrait px, from the opening's left and right corner outwards: how far the
+    #: photo's dark mouth corners (a smile's buccal corridor) reach beyond the landmarks'
+    #: corners, so the opening takes them in instead of the lips carrying dark blots.
+    corner_reach: np.ndarray
 
 
 def _sclera_rgb(img: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
@@ -145,7 +149,7 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         # Along the tooth: 0 at the incisal edge, 1 at the gum.
         depth = (edge - v) / height if down else (v - edge) / height
         # Rounded incisal corners (more rounded on laterals and canines; canines pointed).
-        corner_r = (0.16, 0.3, 0.0, 0.3, 0.3, 0.35)[k] if k < 6 else 0.3
+        corner_r = (0.24, 0.4, 0.0, 0.35, 0.35, 0.4)[k] if k < 6 else 0.35
         if k == 2:  # canine: a shallow point
             tip = 0.9 * (np.abs(rel) ** 1.4)
             edge_off = tip
@@ -160,7 +164,7 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         # Convex labial surface: lit in the middle, turning darker towards its sides (what
         # tells teeth apart at a distance); the cervical third a little darker and warmer;
         # a soft highlight on the front teeth.
-        across = 1.0 - 0.1 * rel * rel - 0.12 * np.abs(rel) ** 4
+        across = 1.0 - 0.16 * rel * rel - 0.14 * np.abs(rel) ** 4
         along = 1.0 - 0.16 * _smooth01((depth - 0.45) / 0.55)
         hi = 0.07 * np.exp(-((rel + 0.15) ** 2) / 0.08 - ((depth - 0.45) ** 2) / 0.05) * (k < 2)
         s = bright * vary[k] * (across * along + hi)
@@ -306,9 +310,9 @@ def _jaw_layer(g: _Grid, rng: np.random.Generator, low_edge: float, teeth_rgb: n
     light *= 1.0 - 0.35 * (u_mm / t_half) ** 2  # its sides curve away
     groove = 1.0 - 0.06 * np.exp(-((u_mm / 2.0) ** 2)) * _smooth01(t_in / 3.0)
     tex = rng.normal(0.0, 1.0, g.shape).astype(np.float32)
-    tex = cv2.GaussianBlur(tex, (0, 0), max(0.5, 0.25 * px_mm))
+    tex = cv2.GaussianBlur(tex, (0, 0), max(0.7, 0.45 * px_mm))
     tex /= max(float(tex.std()), 1e-6)
-    jaw[..., :3] = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.07 * tex))[..., None]
+    jaw[..., :3] = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.04 * tex))[..., None]
     jaw[..., 3] = t_a
     a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.3)
     col = (teeth_rgb * 0.78)[None, None, :] * s[..., None]  # in the upper lip's and teeth's shadow
@@ -318,10 +322,40 @@ def _jaw_layer(g: _Grid, rng: np.random.Generator, low_edge: float, teeth_rgb: n
     return jaw
 
 
-def _soften(layer: np.ndarray) -> None:
+#: Outer-lip landmarks where the lip meets the skin across a roughly horizontal edge
+#: (the upper lip's vermilion border, the lower lip's lower edge): the photo's own
+#: blur is read there.
+_LIP_EDGES = (0, 37, 267, 17, 84, 314)
+
+
+def photo_blur(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
+               iod_work: float) -> float:
+    """The photo's blur around the mouth at working scale (Gaussian sigma, px), from the
+    steepest gradient across the lips' edges relative to their contrast: synthesized
+    teeth as crisp as a sharp photo's look pasted into a soft one, and the other way round."""
+    gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    h, w = gray.shape
+    half = max(4, int(0.06 * iod_work))
+    sigmas = []
+    for idx in _LIP_EDGES:
+        x, y = to_work(lm[idx:idx + 1, :2])[0]
+        xi, yi = int(round(x)), int(round(y))
+        if not (1 <= xi < w - 1 and half <= yi < h - half):
+            continue
+        prof = gray[yi - half:yi + half + 1, xi - 1:xi + 2].mean(axis=1)
+        q = max(2, len(prof) // 4)
+        contrast = abs(float(prof[:q].mean() - prof[-q:].mean()))
+        grad = float(np.abs(np.diff(prof)).max())
+        if contrast > 12.0 and grad > 1e-3:
+            sigmas.append(contrast / (2.5066 * grad))
+    # The sharpest edges tell the photo's blur; softer ones are soft lips, not focus.
+    return float(np.clip(np.percentile(sigmas, 25), 0.55, 3.0)) if sigmas else 0.55
+
+
+def _soften(layer: np.ndarray, sigma: float = 0.55) -> None:
     """Blur a synthesized RGBA layer (premultiplied) like the photo at this scale."""
-    pm = cv2.GaussianBlur(layer[..., :3] * layer[..., 3:4], (0, 0), 0.55)
-    al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
+    pm = cv2.GaussianBlur(layer[..., :3] * layer[..., 3:4], (0, 0), sigma)
+    al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), sigma)
     layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
     layer[..., 3] = al
 
@@ -356,13 +390,44 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     # just behind the lower lip, their tips about at its edge.
     low_edge = max(low_edge, g.v_lo0 - 1.5)
     jaw = _jaw_layer(g, rng, low_edge, teeth_rgb, lip_rgb, chroma)
+    # A lip edge is a little softer than the photo's blur (it is not a perfect step), so
+    # only part of the measured width is applied on top of the layers' own antialiasing.
+    blur = max(0.55, 0.7 * photo_blur(work, to_work, lm, g.ppi))
     for layer in ((jaw,) if own_teeth else (upper, jaw)):
-        _soften(layer)
+        _soften(layer, blur)
     cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
-    band = (_lower_teeth_band(img, rig) if rig.source_gap > OPEN_GAP
-            else np.zeros((len(rig.mouth_lo), 2), np.float64))
+    is_open = rig.source_gap > OPEN_GAP
+    band = _lower_teeth_band(img, rig) if is_open else np.zeros((len(rig.mouth_lo), 2))
+    reach = _corner_reach(img, rig, lip_rgb) if is_open else np.zeros((2, 2))
     return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([g.x0, g.y0], float),
-                        cavity=cavity.astype(np.float64), own_teeth=own_teeth, lower_band=band)
+                        cavity=cavity.astype(np.float64), own_teeth=own_teeth, lower_band=band,
+                        corner_reach=reach)
+
+
+#: The farthest a dark mouth corner is followed beyond the landmarks' corner (IOD).
+CORNER_REACH_MAX = 0.05
+
+
+def _corner_reach(img: np.ndarray, rig: Rig, lip_rgb: np.ndarray) -> np.ndarray:
+    """(2, 2): from the inner contour's left and right corner, the vector (portrait px)
+    to where the photo's dark corner of the opening ends."""
+    frame = rig.frame
+    pts = np.concatenate([rig.src[rig.mouth_up], rig.src[rig.mouth_lo]]).astype(np.float64)
+    along = (pts - frame.origin) @ frame.ex
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    dark = 0.6 * float(lip_rgb @ np.array([0.299, 0.587, 0.114]))
+    h, w = gray.shape
+    out = np.zeros((2, 2))
+    for side, (i, sign) in enumerate(((int(np.argmin(along)), -1.0), (int(np.argmax(along)), 1.0))):
+        p = pts[i]
+        k = 0
+        for k in range(int(CORNER_REACH_MAX * frame.iod / 0.5) + 1):
+            q = p + sign * (k + 1) * 0.5 * frame.ex
+            qx, qy = int(round(q[0])), int(round(q[1]))
+            if not (0 <= qx < w and 0 <= qy < h) or gray[qy, qx] >= dark:
+                break
+        out[side] = sign * k * 0.5 * frame.ex
+    return out
 
 
 #: The portrait's own lip gap (IOD) from which it counts as showing its mouth's inside.
