@@ -279,7 +279,7 @@ def _drawn_upper(g: _Grid, teeth_rgb: np.ndarray, chroma: float) -> np.ndarray:
     """Upper teeth drawn tooth by tooth, hanging UPPER_SHOW below the lip at rest."""
     upper = np.zeros((*g.shape, 4), np.float32)
     edge = g.v_up0 + UPPER_SHOW * IOD_MM
-    a, s, tr = _tooth_row(g.u_mm, g.v_mm, g.px_mm, UPPER_TEETH, edge, True, g.px_mm, 0.45)
+    a, s, tr = _tooth_row(g.u_mm, g.v_mm, g.px_mm, UPPER_TEETH, edge, True, g.px_mm, 0.34)
     col = teeth_rgb[None, None, :] * s[..., None]
     # Translucent edge: greyer, bluer and partly see-through.
     blue = _with_chroma(np.array([0.9, 0.92, 0.97]), chroma)
@@ -390,9 +390,10 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     # just behind the lower lip, their tips about at its edge.
     low_edge = max(low_edge, g.v_lo0 - 1.5)
     jaw = _jaw_layer(g, rng, low_edge, teeth_rgb, lip_rgb, chroma)
-    # A lip edge is a little softer than the photo's blur (it is not a perfect step), so
-    # only part of the measured width is applied on top of the layers' own antialiasing.
-    blur = max(0.55, 0.7 * photo_blur(work, to_work, lm, g.ppi))
+    # A lip edge is softer than the photo's blur (it is not a perfect step), and teeth in
+    # focus are what viewers read as real: only part of the measured width is applied on
+    # top of the layers' own antialiasing.
+    blur = max(0.55, 0.45 * photo_blur(work, to_work, lm, g.ppi))
     for layer in ((jaw,) if own_teeth else (upper, jaw)):
         _soften(layer, blur)
     cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
@@ -473,11 +474,16 @@ def _lower_teeth_band(img: np.ndarray, rig: Rig) -> np.ndarray:
         # Plus most of a pixel: the teeth's blurred edge lies just under the line even
         # where it follows them well, and would ride on the lip as a pale rim.
         depth[i] = k * step + 0.8
-    # One vertex alone is a highlight on the lip, not a tooth: keep runs of three.
+    # One vertex alone is a highlight on the lip, not a tooth: keep runs of three; and the
+    # lip's edge runs smoothly (a lone tooth under the line would otherwise cut a notch
+    # into the lip).
     order = np.argsort(lo[:, 0])
     d = depth[order]
     med = np.array([np.median(d[max(0, j - 1):j + 2]) for j in range(len(d))])
-    depth[order] = np.minimum(d, med)
+    d = np.minimum(d, med) - 0.8
+    d = cv2.GaussianBlur(d[None, :].astype(np.float32), (0, 0), sigmaX=3.0,
+                         borderType=cv2.BORDER_REPLICATE)[0]
+    depth[order] = d + 0.8
     return depth[:, None] * frame.ey[None, :]
 
 
