@@ -314,8 +314,11 @@ def _jaw_layer(g: _Grid, rng: np.random.Generator, low_edge: float, teeth_rgb: n
     tex /= max(float(tex.std()), 1e-6)
     jaw[..., :3] = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.04 * tex))[..., None]
     jaw[..., 3] = t_a
-    a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.3)
-    col = (teeth_rgb * 0.78)[None, None, :] * s[..., None]  # in the upper lip's and teeth's shadow
+    a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.15)
+    # In the upper lip's and teeth's shadow, and lit by light the mouth's red inside
+    # reflects: darker and warmer than the upper teeth, never grey-green.
+    shade_rgb = 0.62 * teeth_rgb + 0.18 * tongue_rgb
+    col = shade_rgb[None, None, :] * s[..., None]
     a = a * (1.0 - 0.2 * tr)
     jaw[..., :3] = col * a[..., None] + jaw[..., :3] * (1.0 - a[..., None])
     jaw[..., 3] = a + jaw[..., 3] * (1.0 - a)
@@ -388,7 +391,7 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
         upper = _drawn_upper(g, teeth_rgb, chroma)
     # A portrait with its mouth open has its jaw dropped already: the lower incisors sit
     # just behind the lower lip, their tips about at its edge.
-    low_edge = max(low_edge, g.v_lo0 - 1.5)
+    low_edge = max(low_edge, g.v_lo0 - 0.8)
     jaw = _jaw_layer(g, rng, low_edge, teeth_rgb, lip_rgb, chroma)
     # A lip edge is softer than the photo's blur (it is not a perfect step), and teeth in
     # focus are what viewers read as real: only part of the measured width is applied on
