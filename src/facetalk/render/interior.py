@@ -32,8 +32,8 @@ from .rig import Rig
 IOD_MM = 63.0
 #: Upper teeth, centre outwards: apparent width (mm, foreshortened by the arch), crown
 #: height below the gum (mm), incisal edge raised above the centrals' (mm), brightness.
-UPPER_TEETH = ((8.6, 10.5, 0.0, 1.0), (5.8, 9.0, 0.6, 0.94), (4.8, 10.0, 0.3, 0.84),
-               (3.4, 8.0, 1.0, 0.7), (2.7, 7.0, 1.7, 0.58), (2.6, 6.0, 2.6, 0.46))
+UPPER_TEETH = ((8.6, 10.5, 0.0, 1.0), (5.6, 9.0, 0.9, 0.88), (4.6, 10.0, 0.6, 0.74),
+               (3.4, 8.0, 1.3, 0.6), (2.7, 7.0, 2.0, 0.48), (2.6, 6.0, 2.8, 0.38))
 #: Lower teeth likewise (narrower incisors, a flatter edge).
 LOWER_TEETH = ((5.3, 9.0, 0.0, 1.0), (5.0, 9.0, 0.1, 0.95), (4.5, 10.0, -0.2, 0.86),
                (3.2, 8.0, 0.5, 0.72), (2.6, 7.5, 1.0, 0.6), (2.6, 7.0, 1.6, 0.48))
@@ -43,7 +43,7 @@ UPPER_SHOW = 0.058
 OVERBITE_MM = 1.6
 #: The tongue's top (its dorsum, seen from the front) rises this far above the lower
 #: incisors' edge in the middle (mm).
-TONGUE_ABOVE_MM = 8.5
+TONGUE_ABOVE_MM = 7.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,15 @@ class MouthSprites:
     origin: np.ndarray  # (2,) work px of sprite pixel (0, 0)
     cavity: np.ndarray  # (3,) float64 colour of the cavity's lit part
     own_teeth: bool  # upper teeth are the portrait's own
+    #: (n, 2) per inner lower-lip vertex of the rig, portrait px: how far below it the
+    #: portrait's own lower teeth reach (zero where none, and for a closed mouth). The landmarks often put the
+    #: inner lip under a row of lower teeth, which would then ride on the lip as a white
+    #: rim; the opening is taken down to the lip's true edge instead.
+    lower_band: np.ndarray
+    #: (2, 2) portrait px, from the opening's left and right corner outwards: how far the
+    #: photo's dark mouth corners (a smile's buccal corridor) reach beyond the landmarks'
+    #: corners, so the opening takes them in instead of the lips carrying dark blots.
+    corner_reach: np.ndarray
 
 
 def _sclera_rgb(img: np.ndarray, lm: np.ndarray) -> np.ndarray | None:
@@ -124,7 +133,7 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
     clear = np.zeros_like(u)
     # No two teeth quite alike: a little brightness per tooth, fixed for the portrait.
     rng = np.random.default_rng(len(teeth) + int(down))
-    vary = 1.0 + 0.035 * rng.standard_normal(len(teeth))
+    vary = 1.0 + 0.06 * rng.standard_normal(len(teeth))
     # ...nor quite level: each edge a little higher or lower, a little tilted (mm).
     jitter = 0.25 * rng.standard_normal(len(teeth))
     tilt = 0.2 * rng.standard_normal(len(teeth))
@@ -140,7 +149,7 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         # Along the tooth: 0 at the incisal edge, 1 at the gum.
         depth = (edge - v) / height if down else (v - edge) / height
         # Rounded incisal corners (more rounded on laterals and canines; canines pointed).
-        corner_r = (0.16, 0.3, 0.0, 0.3, 0.3, 0.35)[k] if k < 6 else 0.3
+        corner_r = (0.24, 0.4, 0.0, 0.35, 0.35, 0.4)[k] if k < 6 else 0.35
         if k == 2:  # canine: a shallow point
             tip = 0.9 * (np.abs(rel) ** 1.4)
             edge_off = tip
@@ -155,8 +164,8 @@ def _tooth_row(u: np.ndarray, v: np.ndarray, mm: float, teeth: tuple[tuple[float
         # Convex labial surface: lit in the middle, turning darker towards its sides (what
         # tells teeth apart at a distance); the cervical third a little darker and warmer;
         # a soft highlight on the front teeth.
-        across = 1.0 - 0.1 * rel * rel - 0.12 * np.abs(rel) ** 4
-        along = 1.0 - 0.10 * _smooth01((depth - 0.55) / 0.45)
+        across = 1.0 - 0.16 * rel * rel - 0.14 * np.abs(rel) ** 4
+        along = 1.0 - 0.16 * _smooth01((depth - 0.45) / 0.55)
         hi = 0.07 * np.exp(-((rel + 0.15) ** 2) / 0.08 - ((depth - 0.45) ** 2) / 0.05) * (k < 2)
         s = bright * vary[k] * (across * along + hi)
         # Translucent incisal edge (about 1 mm).
@@ -193,10 +202,13 @@ def _teeth_colour(img: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> np.ndarr
     hue[1] = min(hue[1], 0.95 * hue[0])
     hue[2] = min(hue[2], 0.88 * hue[1])
     sclera = _sclera_rgb(img, lm)
-    lum = 1.2 * float(skin @ weights) + 15.0
+    skin_lum = float(skin @ weights)
+    lum = 1.15 * skin_lum + 12.0
     if sclera is not None:
-        lum = max(lum, 0.95 * float(sclera @ weights))
-    return np.clip(hue / float(hue @ weights) * min(lum, 230.0), 0, 255)
+        lum = max(lum, 0.92 * float(sclera @ weights))
+    # Teeth inside a speaking mouth are lit less than the face: never far above the skin.
+    lum = min(lum, 1.3 * skin_lum + 20.0, 225.0)
+    return np.clip(hue / float(hue @ weights) * lum, 0, 255)
 
 
 @dataclass(frozen=True)
@@ -267,7 +279,7 @@ def _drawn_upper(g: _Grid, teeth_rgb: np.ndarray, chroma: float) -> np.ndarray:
     """Upper teeth drawn tooth by tooth, hanging UPPER_SHOW below the lip at rest."""
     upper = np.zeros((*g.shape, 4), np.float32)
     edge = g.v_up0 + UPPER_SHOW * IOD_MM
-    a, s, tr = _tooth_row(g.u_mm, g.v_mm, g.px_mm, UPPER_TEETH, edge, True, g.px_mm)
+    a, s, tr = _tooth_row(g.u_mm, g.v_mm, g.px_mm, UPPER_TEETH, edge, True, g.px_mm, 0.34)
     col = teeth_rgb[None, None, :] * s[..., None]
     # Translucent edge: greyer, bluer and partly see-through.
     blue = _with_chroma(np.array([0.9, 0.92, 0.97]), chroma)
@@ -288,28 +300,65 @@ def _jaw_layer(g: _Grid, rng: np.random.Generator, low_edge: float, teeth_rgb: n
     t_in = (v_mm - t_top)  # mm below the tongue's top edge
     # The far edge recedes into the dark: it fades in over about 2 mm.
     t_a = _smooth01(t_in / 3.0) * _smooth01((t_half - np.abs(u_mm)) * px_mm / 3.0)
-    tongue_rgb = _with_chroma(np.clip(lip_rgb * np.array([1.0, 0.74, 0.76])
-                                      + np.array([18.0, 10.0, 12.0]), 0, 255), chroma)
-    light = 0.62 + 0.38 * np.exp(-((t_in - 4.0) / 4.0) ** 2)  # lit where it faces up
-    light *= 1.0 - 0.3 * (u_mm / t_half) ** 2  # its sides curve away
-    groove = 1.0 - 0.15 * np.exp(-((u_mm / 1.0) ** 2)) * _smooth01(t_in / 2.0)
+    tongue_rgb = _with_chroma(np.clip(lip_rgb * np.array([0.95, 0.66, 0.68])
+                                      + np.array([14.0, 8.0, 10.0]), 0, 255), chroma)
+    # Seen from the front the tongue's back is its top edge, deep in the mouth's shadow;
+    # its front, just behind the lower teeth, catches the light coming in: dark at the
+    # far edge, brightening towards the teeth, with a soft sheen on the front middle.
+    light = 0.5 + 0.45 * _smooth01(t_in / 6.0)
+    light += 0.12 * np.exp(-((t_in - 6.0) / 2.5) ** 2 - (u_mm / (0.45 * t_half)) ** 2)
+    light *= 1.0 - 0.35 * (u_mm / t_half) ** 2  # its sides curve away
+    groove = 1.0 - 0.06 * np.exp(-((u_mm / 2.0) ** 2)) * _smooth01(t_in / 3.0)
     tex = rng.normal(0.0, 1.0, g.shape).astype(np.float32)
-    tex = cv2.GaussianBlur(tex, (0, 0), max(0.6, 0.35 * px_mm))
+    tex = cv2.GaussianBlur(tex, (0, 0), max(0.7, 0.45 * px_mm))
     tex /= max(float(tex.std()), 1e-6)
     jaw[..., :3] = tongue_rgb[None, None, :] * (light * groove * (1.0 + 0.04 * tex))[..., None]
     jaw[..., 3] = t_a
-    a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.1)
-    col = (teeth_rgb * 0.9)[None, None, :] * s[..., None]  # a little in the upper teeth's shadow
+    a, s, tr = _tooth_row(u_mm, v_mm, px_mm, LOWER_TEETH, low_edge, False, px_mm, 0.15)
+    # In the upper lip's and teeth's shadow, and lit by light the mouth's red inside
+    # reflects: darker and warmer than the upper teeth, never grey-green.
+    shade_rgb = 0.62 * teeth_rgb + 0.18 * tongue_rgb
+    col = shade_rgb[None, None, :] * s[..., None]
     a = a * (1.0 - 0.2 * tr)
     jaw[..., :3] = col * a[..., None] + jaw[..., :3] * (1.0 - a[..., None])
     jaw[..., 3] = a + jaw[..., 3] * (1.0 - a)
     return jaw
 
 
-def _soften(layer: np.ndarray) -> None:
+#: Outer-lip landmarks where the lip meets the skin across a roughly horizontal edge
+#: (the upper lip's vermilion border, the lower lip's lower edge): the photo's own
+#: blur is read there.
+_LIP_EDGES = (0, 37, 267, 17, 84, 314)
+
+
+def photo_blur(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm: np.ndarray,
+               iod_work: float) -> float:
+    """The photo's blur around the mouth at working scale (Gaussian sigma, px), from the
+    steepest gradient across the lips' edges relative to their contrast: synthesized
+    teeth as crisp as a sharp photo's look pasted into a soft one, and the other way round."""
+    gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    h, w = gray.shape
+    half = max(4, int(0.06 * iod_work))
+    sigmas = []
+    for idx in _LIP_EDGES:
+        x, y = to_work(lm[idx:idx + 1, :2])[0]
+        xi, yi = int(round(x)), int(round(y))
+        if not (1 <= xi < w - 1 and half <= yi < h - half):
+            continue
+        prof = gray[yi - half:yi + half + 1, xi - 1:xi + 2].mean(axis=1)
+        q = max(2, len(prof) // 4)
+        contrast = abs(float(prof[:q].mean() - prof[-q:].mean()))
+        grad = float(np.abs(np.diff(prof)).max())
+        if contrast > 12.0 and grad > 1e-3:
+            sigmas.append(contrast / (2.5066 * grad))
+    # The sharpest edges tell the photo's blur; softer ones are soft lips, not focus.
+    return float(np.clip(np.percentile(sigmas, 25), 0.55, 3.0)) if sigmas else 0.55
+
+
+def _soften(layer: np.ndarray, sigma: float = 0.55) -> None:
     """Blur a synthesized RGBA layer (premultiplied) like the photo at this scale."""
-    pm = cv2.GaussianBlur(layer[..., :3] * layer[..., 3:4], (0, 0), 0.55)
-    al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), 0.55)
+    pm = cv2.GaussianBlur(layer[..., :3] * layer[..., 3:4], (0, 0), sigma)
+    al = cv2.GaussianBlur(np.ascontiguousarray(layer[..., 3]), (0, 0), sigma)
     layer[..., :3] = pm / np.maximum(al, 1e-4)[..., None]
     layer[..., 3] = al
 
@@ -342,13 +391,103 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
         upper = _drawn_upper(g, teeth_rgb, chroma)
     # A portrait with its mouth open has its jaw dropped already: the lower incisors sit
     # just behind the lower lip, their tips about at its edge.
-    low_edge = max(low_edge, g.v_lo0 - 1.5)
+    low_edge = max(low_edge, g.v_lo0 - 0.8)
     jaw = _jaw_layer(g, rng, low_edge, teeth_rgb, lip_rgb, chroma)
+    # A lip edge is softer than the photo's blur (it is not a perfect step), and teeth in
+    # focus are what viewers read as real: only part of the measured width is applied on
+    # top of the layers' own antialiasing.
+    blur = max(0.55, 0.45 * photo_blur(work, to_work, lm, g.ppi))
     for layer in ((jaw,) if own_teeth else (upper, jaw)):
-        _soften(layer)
+        _soften(layer, blur)
     cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
+    is_open = rig.source_gap > OPEN_GAP
+    band = _lower_teeth_band(img, rig) if is_open else np.zeros((len(rig.mouth_lo), 2))
+    reach = _corner_reach(img, rig, lip_rgb) if is_open else np.zeros((2, 2))
     return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([g.x0, g.y0], float),
-                        cavity=cavity.astype(np.float64), own_teeth=own_teeth)
+                        cavity=cavity.astype(np.float64), own_teeth=own_teeth, lower_band=band,
+                        corner_reach=reach)
+
+
+#: The farthest a dark mouth corner is followed beyond the landmarks' corner (IOD).
+CORNER_REACH_MAX = 0.05
+
+
+def _corner_reach(img: np.ndarray, rig: Rig, lip_rgb: np.ndarray) -> np.ndarray:
+    """(2, 2): from the inner contour's left and right corner, the vector (portrait px)
+    to where the photo's dark corner of the opening ends."""
+    frame = rig.frame
+    pts = np.concatenate([rig.src[rig.mouth_up], rig.src[rig.mouth_lo]]).astype(np.float64)
+    along = (pts - frame.origin) @ frame.ex
+    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    dark = 0.6 * float(lip_rgb @ np.array([0.299, 0.587, 0.114]))
+    h, w = gray.shape
+    out = np.zeros((2, 2))
+    for side, (i, sign) in enumerate(((int(np.argmin(along)), -1.0), (int(np.argmax(along)), 1.0))):
+        p = pts[i]
+        k = 0
+        for k in range(int(CORNER_REACH_MAX * frame.iod / 0.5) + 1):
+            q = p + sign * (k + 1) * 0.5 * frame.ex
+            qx, qy = int(round(q[0])), int(round(q[1]))
+            if not (0 <= qx < w and 0 <= qy < h) or gray[qy, qx] >= dark:
+                break
+        out[side] = sign * k * 0.5 * frame.ex
+    return out
+
+
+#: The portrait's own lip gap (IOD) from which it counts as showing its mouth's inside.
+OPEN_GAP = 0.03
+#: The deepest lower-teeth band looked for below the inner lower lip (IOD).
+LOWER_BAND_MAX = 0.06
+
+
+def _lower_teeth_band(img: np.ndarray, rig: Rig) -> np.ndarray:
+    """Per inner lower-lip vertex, the vector (portrait px) down to the lower edge of
+    the portrait's own lower teeth where they lie under the landmarks' lip line."""
+    frame = rig.frame
+    lo = rig.src[rig.mouth_lo].astype(np.float64)
+    up = rig.src[rig.mouth_up].astype(np.float64)
+    iod = frame.iod
+    step = 0.5
+    n_steps = int(LOWER_BAND_MAX * iod / step) + 1
+    h, w = img.shape[:2]
+    pts = np.concatenate([lo, up])
+    x0 = int(max(0, np.floor(pts[:, 0].min() - 0.05 * iod)))
+    x1 = int(min(w, np.ceil(pts[:, 0].max() + 0.05 * iod)))
+    y0 = int(max(0, np.floor(pts[:, 1].min() - 0.05 * iod)))
+    y1 = int(min(h, np.ceil(pts[:, 1].max() + (LOWER_BAND_MAX + 0.05) * iod)))
+    band = np.zeros((len(lo), 2))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return band
+    patch = img[y0:y1, x0:x1]
+    # The lip's colour: the lower lip well below the band, where no teeth can be.
+    below = lo + (LOWER_BAND_MAX + 0.02) * iod * frame.ey
+    bx = np.clip(np.round(below[:, 0]).astype(int) - x0, 0, x1 - x0 - 1)
+    by = np.clip(np.round(below[:, 1]).astype(int) - y0, 0, y1 - y0 - 1)
+    lip = patch[by, bx].astype(np.float32).mean(axis=0)
+    tn = _teethness(patch, lip)
+    depth = np.zeros(len(lo))
+    for i, p in enumerate(lo):
+        k = 0
+        while k < n_steps:
+            q = p + (k + 1) * step * frame.ey
+            qx, qy = int(round(q[0])) - x0, int(round(q[1])) - y0
+            if not (0 <= qx < x1 - x0 and 0 <= qy < y1 - y0) or tn[qy, qx] < 0.3:
+                break
+            k += 1
+        # Plus most of a pixel: the teeth's blurred edge lies just under the line even
+        # where it follows them well, and would ride on the lip as a pale rim.
+        depth[i] = k * step + 0.8
+    # One vertex alone is a highlight on the lip, not a tooth: keep runs of three; and the
+    # lip's edge runs smoothly (a lone tooth under the line would otherwise cut a notch
+    # into the lip).
+    order = np.argsort(lo[:, 0])
+    d = depth[order]
+    med = np.array([np.median(d[max(0, j - 1):j + 2]) for j in range(len(d))])
+    d = np.minimum(d, med) - 0.8
+    d = cv2.GaussianBlur(d[None, :].astype(np.float32), (0, 0), sigmaX=3.0,
+                         borderType=cv2.BORDER_REPLICATE)[0]
+    depth[order] = d + 0.8
+    return depth[:, None] * frame.ey[None, :]
 
 
 def _teethness(rgb: np.ndarray, lip: np.ndarray) -> np.ndarray:
@@ -383,6 +522,7 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
     ring = cv2.dilate(lip_mask, np.ones((5, 5), np.uint8)) - lip_mask
     lip = patch[ring > 0].mean(axis=0) if ring.sum() > 4 else np.array([170.0, 90.0, 90.0])
     tn = _teethness(patch, lip)
+    lum = patch @ np.array([0.299, 0.587, 0.114], np.float32)
     edge = np.full(w, np.nan)
     for x in range(w):
         if not (np.isfinite(y_up[x]) and np.isfinite(y_lo[x])) or y_lo[x] - y_up[x] < 1.0:
@@ -397,8 +537,14 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
         if len(hit) == 0 or hit[0] > 0.35 * max(1, y1 - y0) + 2:
             continue
         j = hit[0]
+        run_lum = lum[y0 + j, x]
         while j + 1 < len(prof) and prof[j + 1] > 0.4:
+            # Clenched teeth: the upper row ends at the dark line where the lower row
+            # meets it, not at the lower row's edge.
+            if j - hit[0] >= 2 and lum[y0 + j + 1, x] < 0.8 * run_lum:
+                break
             j += 1
+            run_lum = max(run_lum, float(lum[y0 + j, x]))
         edge[x] = y0 + j + 0.5
     ok = np.isfinite(edge)
     found = np.nonzero(ok)[0]
@@ -413,6 +559,11 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
             e[x] = min(max(edge[x], med - 1.5), med + 0.5)
         inside = np.arange(found[0], found[-1] + 1)
         e[inside] = np.interp(inside, found, e[found])
+        # Incisal edges run smoothly; what is left of the per-column search's steps
+        # would show as a ragged cut.
+        sm = cv2.GaussianBlur(e[inside][None, :].astype(np.float32), (0, 0),
+                              sigmaX=max(0.8, 0.01 * ppi), borderType=cv2.BORDER_REPLICATE)
+        e[inside] = sm[0]
         edge = e
     rows = np.arange(h, dtype=np.float64)[:, None]
     a = np.clip(edge[None, :] - rows + 0.5, 0.0, 1.0)

@@ -33,6 +33,20 @@ def _clamp01(v: float) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _slope_factor(ys: np.ndarray, x: int) -> float:  # pragma: no cover - compiled
+    """sqrt(1 + slope^2) of a per-column contour at column ``x`` (capped at 6): how much
+    taller than the edge width a vertical coverage ramp must be to match the distance
+    to a sloping contour."""
+    n = ys.shape[0]
+    a = ys[x - 1] if x > 0 else ys[x]
+    b = ys[x + 1] if x + 1 < n else ys[x]
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return 1.0
+    m = 0.5 * (b - a) if (x > 0 and x + 1 < n) else b - a
+    return min(np.sqrt(1.0 + m * m), 6.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _sample4(img: np.ndarray, x: float, y: float, out: np.ndarray) -> None:  # pragma: no cover
     """Bilinear RGBA read of a float32 (h, w, 4) layer; transparent outside."""
     h, w = img.shape[0], img.shape[1]
@@ -121,14 +135,16 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
     RGBA layers of :mod:`facetalk.render.interior` from ``origin``; ``grain``: the photo's
     noise and the cavity's mottle.
     ``params``: centre x (box column), half width, output px per IOD, openness 0..1,
-    edge width (px), own-teeth flag, and how much the mouth still looks as in the photo
-    (1 at rest, 0 once it opens a little wider than the photo's own opening).
+    edge width (px), own-teeth flag, how much the mouth still looks as in the photo
+    (1 at rest, 0 once it opens a little wider than the photo's own opening), and the
+    opening's left and right ends (box columns, fractional).
     Layers, back to front: cavity, jaw (tongue and lower teeth), upper teeth; then the
     lips' shadows, all clipped by the lips.
     """
     bh, bw = out.shape[0], out.shape[1]
     xc, half, ppi = params[0], params[1], params[2]
     openness, edge_w, own, still = params[3], params[4], params[5], params[6]
+    x_left, x_right = params[7], params[8]
     rim_w = max(1.0, 0.02 * ppi)
     shadow_w = max(1.0, 0.03 * ppi)
     thin_h = max(1.5, 0.035 * ppi)
@@ -147,16 +163,23 @@ def composite_mouth(out: np.ndarray, y_up: np.ndarray, y_lo: np.ndarray, own_up:
         open_h = yl - yu
         if open_h <= 0.02:
             continue
+        # Coverage falls off with the distance to the contour, not the height above it:
+        # where a contour runs steeply (the sides of a wide-open mouth) the vertical ramp
+        # widens with the slope, so steep edges are as soft as level ones, not stair-stepped.
+        ew_u = edge_w * _slope_factor(y_up, x)
+        ew_l = edge_w * _slope_factor(y_lo, x)
+        # ...and the columns at the opening's two ends are only partly inside it.
+        ends = _clamp01((x - x_left) / edge_w + 0.5) * _clamp01((x_right - x) / edge_w + 0.5)
         s = (x - xc) / half
         s = -1.0 if s < -1.0 else (1.0 if s > 1.0 else s)
         thin = _clamp01(open_h / thin_h)
         ou = own_up[x]
         ol = own_lo[x]
         rest = still if (np.isfinite(ou) and np.isfinite(ol)) else 0.0
-        y_start = max(0, int(yu - 4.0 * rim_w) - 1)
-        y_end = min(bh - 1, int(yl + 4.0 * rim_w) + 1)
+        y_start = max(0, int(yu - max(4.0 * rim_w, 0.5 * ew_u)) - 1)
+        y_end = min(bh - 1, int(yl + max(4.0 * rim_w, 0.5 * ew_l)) + 1)
         for y in range(y_start, y_end + 1):
-            a = _clamp01((y - yu) / edge_w + 0.5) * _clamp01((yl - y) / edge_w + 0.5)
+            a = _clamp01((y - yu) / ew_u + 0.5) * _clamp01((yl - y) / ew_l + 0.5) * ends
             # The lips around the opening: the upper lip's underside in shadow, the lower
             # lip's inner, wet surface catching the light from above.
             lip_k = 1.0

@@ -32,7 +32,7 @@ from ..face import landmarks as L
 from ..face.analysis import FaceModel
 from ..face.framing import Framing
 from ..motion.controls import CONTROLS
-from .interior import MouthSprites, build_mouth
+from .interior import OPEN_GAP, MouthSprites, build_mouth
 from .layers import composite_eye, composite_mouth
 from .raster import rasterize_tris, triangles
 from .rig import Rig
@@ -373,14 +373,30 @@ class Renderer:
             return
         bx0, by0, bx1, by1 = box
         xs = np.arange(bx0, bx1, dtype=np.float64)
+        aff = self._head_affine(head, self.mouth_fit, box, offset)
+        own_lo_pts = head[rig.mouth_lo] - offset
+        m = self.mouth
+        if self.portrait_open:
+            # The opening reaches down to the lower lip's true edge, below the portrait's
+            # own lower teeth (see MouthSprites.lower_band): portrait px -> box px.
+            kx, ky = self.work_affine[0], self.work_affine[1]
+            lin = aff[:, :2]
+            band = np.linalg.solve(lin, (m.lower_band * (kx, ky)).T).T
+            lo = lo + band
+            own_lo_pts = own_lo_pts + band
+            # ...and sideways to the ends of the photo's dark corners: one more point, where
+            # the upper and lower contours meet, beyond each corner.
+            reach = np.linalg.solve(lin, (m.corner_reach * (kx, ky)).T).T
+            up, lo = _with_corners(up, lo, reach)
+            own_up_pts, own_lo_pts = _with_corners(head[rig.mouth_up] - offset, own_lo_pts, reach)
+        else:
+            own_up_pts = head[rig.mouth_up] - offset
         y_up, y_lo = self._columns(up, lo, xs)
         if self.portrait_open:
-            own_up, own_lo = self._columns(head[rig.mouth_up] - offset,
-                                           head[rig.mouth_lo] - offset, xs)
+            own_up, own_lo = self._columns(own_up_pts, own_lo_pts, xs)
         else:
             own_up = np.full_like(xs, np.inf)
             own_lo = np.full_like(xs, -np.inf)
-        aff = self._head_affine(head, self.mouth_fit, box, offset)
         # The lower teeth and tongue ride on the jaw: the incisors, nearer its hinge, move
         # about 0.8 as far as the chin (the lips move further: they also part on their own).
         jaw = aff[:, :2] @ (0.8 * (dst[L.CHIN] - head[L.CHIN]))
@@ -393,10 +409,9 @@ class Renderer:
                          0.0)
         still = 1.0 - float(np.clip(np.nanmax(wider, initial=0.0) / max(1.0, 0.02 * self.px_per_iod),
                                     0.0, 1.0))
-        m = self.mouth
         params = np.array([(left + right) / 2 - bx0, max((right - left) / 2, 1.0),
                            self.px_per_iod, openness, self._edge_width(),
-                           1.0 if m.own_teeth else 0.0, still])
+                           1.0 if m.own_teeth else 0.0, still, left - bx0, right - bx0])
         composite_mouth(colour[by0:by1, bx0:bx1], y_up - by0, y_lo - by0, own_up - by0,
                         own_lo - by0, aff, jaw, m.upper, m.jaw, m.grain, m.origin,
                         params, m.cavity, self.lip_rgb)
@@ -477,9 +492,18 @@ def warm_up() -> None:
     layer = np.zeros((4, 4, 4), np.float32)
     composite_mouth(frame[1:5, 1:5], cols, cols + 2.0, cols, cols, np.zeros((2, 3)),
                     np.zeros(2), layer, layer, np.zeros((4, 4, 2), np.float32), np.zeros(2),
-                    np.ones(7), np.ones(3), np.ones(3))
+                    np.ones(9), np.ones(3), np.ones(3))
     composite_eye(frame[1:5, 1:5], np.zeros((4, 4, 3), np.uint8), cols, cols + 2.0, cols,
                   np.ones(3), np.ones(3), np.ones(3))
+
+
+def _with_corners(up: np.ndarray, lo: np.ndarray, reach: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The opening's contours, each with a point beyond its left and right corner (``reach``:
+    (2, 2) offsets from the leftmost and rightmost point of the two contours)."""
+    both = np.concatenate([up, lo])
+    ends = np.stack([both[np.argmin(both[:, 0])] + reach[0], both[np.argmax(both[:, 0])] + reach[1]])
+    return np.concatenate([up, ends]), np.concatenate([lo, ends])
 
 
 def _mean_in(img: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -585,7 +609,7 @@ def _portrait_colours(face: FaceModel, rig: Rig) -> tuple[np.ndarray, np.ndarray
     interior = np.zeros(img.shape[:2], np.uint8)
     cv2.fillPoly(interior, [np.round(inner * 8).astype(np.int32)], 1, shift=3)
     interior_px = img[interior > 0]
-    portrait_open = rig.source_gap > 0.03
+    portrait_open = rig.source_gap > OPEN_GAP
     portrait_teeth = False
     if portrait_open and len(interior_px) > 8:
         lum = interior_px.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
