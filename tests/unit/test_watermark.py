@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import time
 
 import cv2
@@ -89,34 +88,17 @@ def test_embedding_cost_per_frame(form: str, size: int, budget_ms: float) -> Non
     assert np.median(times) * 1000 <= budget_ms, np.median(times)
 
 
-def test_flat_areas_get_the_stronger_mark_within_the_psnr_budget() -> None:
-    """x264 wipes the mark on texture and keeps it on flat areas (issue 22): a flat area
-    gets more than a busy one, and still at most RMS MAX_RMS (PSNR >= 40 dB)."""
+def test_flat_areas_get_only_a_faint_dither() -> None:
     size = 256
     flat = np.full((size, size, 3), 128, np.uint8)
-    busy = np.random.default_rng(8).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    mask_flat = wm.texture_mask(flat, 1)
-    mask_busy = wm.texture_mask(busy, 1)
-    assert mask_flat.min() == pytest.approx(wm.MASK_FLAT)
-    assert mask_busy.max() == pytest.approx(wm.MASK_BUSY)
     overlay = wm.WatermarkOverlay(size, size, "0123456789abcdef", fps=25)
     marked = flat.copy()
     overlay.apply(marked, 0)  # full modulation
     diff = marked.astype(np.int16) - flat
-    rms = np.sqrt(np.mean(diff.astype(float) ** 2))
-    assert 0.9 * wm.MAX_RMS <= rms <= wm.MAX_RMS + 0.05, rms  # capped, and used
-    assert np.abs(diff).max() <= np.ceil(wm.PEAK * wm.MAX_RMS) + 1
+    assert np.abs(diff).max() <= 3
+    assert np.sqrt(np.mean(diff.astype(float) ** 2)) <= 1.0
     psnr = 10 * np.log10(255 ** 2 / np.mean(diff.astype(float) ** 2))
-    assert psnr >= 40.0, psnr
-
-
-def test_square_wave_marks_every_frame_with_one_sign_per_half_period() -> None:
-    period = wm.period_frames(25)
-    signs = [wm.modulation(i, period) for i in range(2 * period)]
-    assert set(signs) == {-1.0, 1.0}
-    flips = sum(a != b for a, b in itertools.pairwise(signs))
-    assert flips == 4  # +, -, +, -, + over two periods (from the top): a flip per half period
-    assert abs(sum(signs[:period])) <= 1
+    assert psnr >= 48, psnr
 
 
 def test_textured_frame_psnr_at_least_40_db() -> None:
@@ -214,59 +196,3 @@ def test_detects_i420_marked_frames() -> None:
         demod.add(f[:size].astype(np.float32))
     det = wm.detect(demod)
     assert det.found and det.payload is not None and det.payload.render_id == "77aa11b"
-
-
-def _old_modulation(index: int, period: int) -> float:
-    """The trapezoid wave of the previous release (clip(2 cos) in five levels)."""
-    c = float(np.clip(2.0 * np.cos(2.0 * np.pi * index / period), -1.0, 1.0))
-    return round(c * 2) / 2
-
-
-def test_marks_made_with_the_previous_modulation_still_read() -> None:
-    """The reader demodulates the fundamental: renders of the earlier release (trapezoid
-    wave, same pattern and payload) still verify."""
-    rng = np.random.default_rng(9)
-    size = 320
-    overlay = wm.WatermarkOverlay(size, size, "0bd0bd11bb22cc33", fps=25)
-    base = _frame(size, seed=10)
-    pattern = overlay.pattern(base)
-    demod = wm.Demodulator(wm.period_frames(25))
-    for i in range(50):
-        f = base.astype(np.float32) + rng.integers(-2, 3, base.shape)
-        f += _old_modulation(i, wm.period_frames(25)) * pattern[..., None]
-        demod.add(wm.luma709(np.clip(f + 0.5, 0, 255).astype(np.uint8)))
-    det = wm.detect(demod)
-    assert det.found and det.payload is not None and det.payload.render_id == "0bd0bd1"
-
-
-def test_reader_memory_is_bounded_for_huge_frames() -> None:
-    """A 16000 px frame must not become float64 planes of its size (issue 22, item 1):
-    the sums are float32 over a centre crop of at most WORK_MAX on a side."""
-    demod = wm.Demodulator(25)
-    huge = np.zeros((3000, 16000), np.uint8)
-    demod.add(huge)
-    demod.add(huge)
-    assert demod._sum is not None
-    planes = [demod._sum, demod._i, demod._q, demod._sq, demod._ref]
-    assert all(p is not None and p.dtype == np.float32 for p in planes)
-    assert demod._sum.shape == (wm.WORK_MAX, wm.WORK_MAX)
-
-
-def test_detects_in_a_frame_larger_than_the_working_size() -> None:
-    """A 2304 px tall I420 render (unit 3) is read from its centre crop."""
-    rng = np.random.default_rng(12)
-    w, h = 2176, 2304
-    overlay = wm.WatermarkOverlay(w, h, "abc0123456789def", fps=25)
-    assert overlay.unit == 3
-    small = cv2.resize(_frame(384, seed=13), (w, h), interpolation=cv2.INTER_LINEAR)
-    base = cv2.cvtColor(small, cv2.COLOR_RGB2YUV_I420)
-    demod = wm.Demodulator(wm.period_frames(25))
-    for i in range(25):
-        f = base.copy()
-        overlay.apply_i420(f, i)
-        f[:h] = np.clip(f[:h].astype(np.int16) + rng.integers(-1, 2, (h, w)), 0, 255)
-        demod.add(f[:h])
-    assert demod._sum is not None and demod._sum.shape == (wm.WORK_MAX, wm.WORK_MAX)
-    det = wm.detect(demod)
-    assert det.found and det.unit == 3 and det.payload is not None
-    assert det.payload.render_id == "abc0123"

@@ -13,30 +13,20 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   carry the coded payload (each coded bit sets the sign of three coefficients). The tile
   repeats over the frame, anchored at its top-left pixel, scaled by an integer *unit*
   (1 px below 1080 px short side, more above) so a 360p copy still resolves it.
-* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` a square wave of period one
-  second (+1 for half a second, then -1). Any excerpt of one second or more contains
-  whole periods; the detector does not need to know where it starts. Why square (issue
-  22, measured with ``tools/watermark_rate.py``): x264 skips a block whose change
-  quantizes to nothing, and at CRF 35 a ramp's small per-frame steps did, while one flip
-  of twice the amplitude gets coded (soft bit SNR +15 % after CRF 35); every frame also
-  carries the full amplitude instead of some at the ramp's zero.
+* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` a trapezoid wave of period
+  one second (flat tops, short ramps, quantized to 5 levels). Any excerpt of one second
+  or more contains whole periods; the detector does not need to know where it starts.
 * **Strength.** Luma only (the same delta on R, G and B), scaled by local texture
-  measured once on the first frame -- *stronger on flat areas* (up to 1.5x) and weaker on
-  busy texture (down to 0.5x), and half strength around the lip line (see QUIET) --
+  measured once on the first frame (a quarter strength on flat skin and background, and
+  around the lip line, see QUIET),
   randomly rounded to integers and capped at RMS 2.4 levels, so every frame keeps
-  PSNR >= 40 dB. Why flat areas get more: x264's adaptive quantization codes flat blocks
-  with finer steps and busy ones with coarser steps, so at CRF 35 the mark survives on
-  flat skin and backgrounds and is wiped on texture. The previous mask (a quarter
-  strength on flat areas) lost closed-mouth portraits in most CRF 35 re-encodes; with
-  this one the soft bit SNR after CRF 35 about doubled for the same PSNR.
-  Per frame the cost is two saturating adds of precomputed uint8 planes.
+  PSNR >= 40 dB. Per frame the cost is two saturating adds of precomputed uint8 planes.
 * **Payload.** 64 bits (generator id 8, version 4+4+4, day number 16, render id prefix
   28) + CRC-16, protected by the standard K=7 rate-1/3 convolutional code (octal
   133/171/165) and decoded with a soft-decision list Viterbi decoder whose 16 best
   paths are offered to the CRC.
 * **Detection.** Sum the luma of the frames weighted by cos and sin of the modulation
-  (after removing the mean, so the still picture cancels; float32 sums over a centre crop
-  of at most WORK_MAX px a side, so a huge frame costs bounded memory), high-pass, divide by the
+  (after removing the mean, so the still picture cancels), high-pass, divide by the
   local temporal spread of the luma (moving parts carry noise), fold modulo the tile
   (any crop becomes a circular shift), whiten per frequency ring, find shift and phase
   by correlation with the sync template, then read the bits there. A result counts
@@ -87,11 +77,8 @@ STRENGTH = 3.0
 MAX_RMS = 2.4
 #: Peak of the pattern in units of its RMS.
 PEAK = 3.5
-#: Relative strength of the texture mask on flat areas and on busy texture, and the
-#: local detail (RMS of the high-passed luma, 8-bit levels) at which it is halfway.
-MASK_FLAT = 1.5
-MASK_BUSY = 0.5
-MASK_DETAIL = 5.0
+#: Weakest relative strength (on flat areas) of the texture mask.
+MASK_FLOOR = 0.25
 #: Relative strength inside the quiet region (around the lip line): where viewers look
 #: and lip trackers measure. At full strength the sign-swinging pattern on the textured
 #: lips moved a re-tracked 384 px mouth's inner-lip gap by up to 0.05 IOD in a pause
@@ -100,17 +87,17 @@ MASK_DETAIL = 5.0
 #: 'veryfast' re-encode of a 384 px clip kept it in 3 of 4 trials at full strength, 2 of
 #: 4 at a half, 1 of 4 at a quarter).
 QUIET = 0.5
-#: Period of the temporal modulation in seconds (a square wave: +1 then -1).
+#: Period of the temporal modulation in seconds, and its number of amplitude levels.
 PERIOD_S = 1.0
+#: Trapezoid wave = clip(SHARPNESS * cos): higher means shorter ramps, longer flat tops.
+SHARPNESS = 2.0
+LEVELS = 5
 #: Frequency-ring groups whose surviving signal weights the bit read-out.
 RING_GROUPS = 6
 #: Paths the list decoder hands to the CRC (each adds 2^-24 to the false-positive odds).
 LIST_SIZE = 16
 #: Sync correlation (z-score) below which no payload read is attempted.
 SYNC_Z_MIN = 5.0
-#: The reader keeps its sums for at most this many pixels on a side (a centre crop):
-#: eight tiles at unit 1, 2.7 at the unit of a 2160p render.
-WORK_MAX = 2048
 
 
 # -- payload ------------------------------------------------------------------------
@@ -342,10 +329,11 @@ def period_frames(fps: float) -> int:
 
 
 def modulation(index: int, period: int) -> float:
-    """Pattern sign for frame ``index``: a square wave, +1 for the half period around
-    each multiple of ``period`` and -1 for the other half (its fundamental is what the
-    detector demodulates, so marks made with the earlier trapezoid wave read the same)."""
-    return 1.0 if np.cos(2.0 * np.pi * index / period) >= 0.0 else -1.0
+    """Pattern sign for frame ``index``: a trapezoid wave (flat tops, smooth-ish ramps)
+    quantized to LEVELS steps between -1 and 1."""
+    c = float(np.clip(SHARPNESS * np.cos(2.0 * np.pi * index / period), -1.0, 1.0))
+    steps = (LEVELS - 1) // 2
+    return round(c * steps) / steps
 
 
 def tile_frame(tile: np.ndarray, width: int, height: int, unit: int) -> np.ndarray:
@@ -365,16 +353,14 @@ def tile_frame(tile: np.ndarray, width: int, height: int, unit: int) -> np.ndarr
 
 
 def texture_mask(rgb: np.ndarray, unit: int) -> np.ndarray:
-    """Relative embedding strength per pixel: MASK_FLAT on flat areas, falling towards
-    MASK_BUSY on busy texture (where x264 quantizes coarsely and wipes the mark)."""
+    """Relative embedding strength per pixel: low on flat areas, higher on texture."""
     return _texture(luma709(rgb), unit)
 
 
 def _texture(gray: np.ndarray, unit: int) -> np.ndarray:
     detail = gray - cv2.GaussianBlur(gray, (0, 0), 1.5 * unit)
     activity = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), 6.0 * unit))
-    # MASK_DETAIL / (activity + MASK_DETAIL / 2): 2 on a flat area, 1 at MASK_DETAIL levels.
-    return np.clip(MASK_DETAIL / (activity + 0.5 * MASK_DETAIL), MASK_BUSY, MASK_FLAT)
+    return np.clip(activity / 5.0, MASK_FLOOR, 1.6)
 
 
 def quiet_mask(width: int, height: int, box: tuple[float, float, float, float]
@@ -399,9 +385,9 @@ def luma709(rgb: np.ndarray) -> np.ndarray:
 class WatermarkOverlay:
     """The per-render watermark: prepared on the first frame, then two adds per frame.
 
-    ``apply`` adds ``modulation(index) * pattern`` (a sign); the pattern is precomputed
-    as a pair of uint8 planes (positive and negative part), and a negative sign swaps
-    the pair, so a frame costs two saturating adds.
+    ``apply`` adds ``modulation(index) * pattern``; the pattern for each of the few
+    modulation levels is precomputed as a pair of uint8 planes (positive and negative
+    part), and a negative level swaps the pair, so a frame costs two saturating adds.
     """
 
     def __init__(self, width: int, height: int, render_id: str, fps: float,
@@ -432,19 +418,22 @@ class WatermarkOverlay:
         return delta
 
     def _prepare(self, delta: np.ndarray, channels: int) -> None:
-        """Quantize ``delta`` into (positive, negative) uint8 planes: the square wave has
-        one magnitude, so one pair serves every frame (a negative sign swaps them)."""
+        """Quantize ``delta`` per modulation level into (positive, negative) uint8 planes."""
         rng = np.random.default_rng(self._seed)
-        # Random rounding keeps sub-level amplitudes on average instead of dropping them.
-        q = np.floor(delta + rng.random(delta.shape, np.float32)).astype(np.int16)
-        self.rms = float(np.sqrt(np.mean(q.astype(np.float32) ** 2)))
-        planes = []
-        for part in (q, -q):
-            plane = np.clip(part, 0, 255).astype(np.uint8)
-            if channels > 1:
-                plane = np.repeat(plane[..., None], channels, axis=2)
-            planes.append(np.ascontiguousarray(plane))
-        self._planes[1.0] = (planes[0], planes[1])
+        steps = (LEVELS - 1) // 2
+        for k in range(1, steps + 1):
+            level = k / steps
+            # Random rounding keeps sub-level amplitudes on average instead of dropping them.
+            q = np.floor(level * delta + rng.random(delta.shape, np.float32)).astype(np.int16)
+            if k == steps:
+                self.rms = float(np.sqrt(np.mean(q.astype(np.float32) ** 2)))
+            planes = []
+            for part in (q, -q):
+                plane = np.clip(part, 0, 255).astype(np.uint8)
+                if channels > 1:
+                    plane = np.repeat(plane[..., None], channels, axis=2)
+                planes.append(np.ascontiguousarray(plane))
+            self._planes[level] = (planes[0], planes[1])
 
     def _add(self, target: np.ndarray, index: int) -> None:
         c = modulation(index, self.period)
@@ -504,18 +493,11 @@ class Detection:
 
 class Demodulator:
     """Accumulates frames' luma into the mean and the in-phase/quadrature sums at the
-    modulation period, so a video of any length is read in constant memory.
-
-    Memory is bounded whatever the frame size (issue 22, item 1): frames larger than
-    WORK_MAX on a side are cropped to their centre (the pattern repeats every tile, so
-    a crop is only a circular shift to the detector), and the sums are float32 planes
-    of the luma minus the first frame (small numbers: no precision lost to float32).
-    """
+    modulation period, so a video of any length is read in constant memory."""
 
     def __init__(self, period: int) -> None:
         self.period = period
         self.n = 0
-        self._ref: np.ndarray | None = None
         self._sum: np.ndarray | None = None
         self._i: np.ndarray | None = None
         self._q: np.ndarray | None = None
@@ -523,51 +505,41 @@ class Demodulator:
         self._ci = 0.0
         self._cq = 0.0
 
-    @staticmethod
-    def window(luma: np.ndarray) -> np.ndarray:
-        """The centre crop of at most WORK_MAX x WORK_MAX that the sums are kept for."""
-        h, w = luma.shape[:2]
-        y0, x0 = max(0, (h - WORK_MAX) // 2), max(0, (w - WORK_MAX) // 2)
-        return luma[y0:y0 + WORK_MAX, x0:x0 + WORK_MAX]
-
     def add(self, luma: np.ndarray) -> None:
         """Add one frame's luma (H, W) (any real dtype; the size must not change)."""
-        y = np.asarray(self.window(luma), np.float32)
+        y = np.asarray(luma, np.float32)
         angle = 2.0 * np.pi * self.n / self.period
-        ci, cq = np.float32(np.cos(angle)), np.float32(np.sin(angle))
-        if self._ref is None:
-            self._ref = y.copy()
-            self._sum = np.zeros(y.shape, np.float32)
-            self._i = np.zeros(y.shape, np.float32)
-            self._q = np.zeros(y.shape, np.float32)
-            self._sq = np.zeros(y.shape, np.float32)
-        assert self._sum is not None and self._i is not None and self._q is not None
-        assert self._sq is not None
-        d = y - self._ref
-        self._sum += d
-        self._sq += d * d
-        self._i += ci * d
-        self._q += cq * d
-        self._ci += float(ci)
-        self._cq += float(cq)
+        ci, cq = float(np.cos(angle)), float(np.sin(angle))
+        if self._sum is None:
+            self._sum = np.zeros(y.shape, np.float64)
+            self._i = np.zeros(y.shape, np.float64)
+            self._q = np.zeros(y.shape, np.float64)
+            self._sq = np.zeros(y.shape, np.float64)
+        assert self._i is not None and self._q is not None and self._sq is not None
+        self._sum += y
+        self._sq += np.square(y, dtype=np.float64)
+        self._i += ci * y
+        self._q += cq * y
+        self._ci += ci
+        self._cq += cq
         self.n += 1
 
     def images(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean luma, and the I/Q sums with the mean taken out (a still picture cancels)."""
-        if self._sum is None or self._i is None or self._q is None or self._ref is None:
+        if self._sum is None or self._i is None or self._q is None:
             raise ValueError("no frames")
-        mean_d = self._sum / np.float32(self.n)
-        i = self._i - np.float32(self._ci) * mean_d
-        q = self._q - np.float32(self._cq) * mean_d
-        return self._ref + mean_d, i, q
+        mean = self._sum / self.n
+        i = self._i - self._ci * mean
+        q = self._q - self._cq * mean
+        return mean.astype(np.float32), i.astype(np.float32), q.astype(np.float32)
 
     def variance(self) -> np.ndarray:
         """Per-pixel variance of the luma over time: where the picture moves (the face,
         the head), the I/Q images carry the motion as noise."""
         if self._sum is None or self._sq is None:
             raise ValueError("no frames")
-        mean_d = self._sum / np.float32(self.n)
-        return np.maximum(self._sq / np.float32(self.n) - mean_d * mean_d, 0.0)
+        mean = self._sum / self.n
+        return np.maximum(self._sq / self.n - mean * mean, 0.0).astype(np.float32)
 
 
 def _fold(residual: np.ndarray) -> np.ndarray:
