@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import numpy as np
 import pytest
@@ -36,6 +35,7 @@ from facetalk.measure.evaluate import decode_audio, evaluate_track, track_video
 from facetalk.media import tts
 from facetalk.media.audio import iter_soundtrack, load_audio
 from facetalk.media.video import Mp4Writer, ai_metadata
+from facetalk.service.api.live import RenderGate
 from facetalk.settings import Limits
 from helpers.browser import CHROMIUM, browser, choose
 from helpers.live import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, decode, session
@@ -104,10 +104,10 @@ def server_log() -> Iterator[list[logging.LogRecord]]:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def render_slots(live: LiveServer) -> anyio.CapacityLimiter:
-    """The live routes' render limiter, shared by all sessions (kept in the app's state)."""
+def render_slots(live: LiveServer) -> RenderGate:
+    """The live routes' render slots, shared by all sessions (kept in the app's state)."""
     slots = live.server.config.app.state.live_slots
-    assert isinstance(slots, anyio.CapacityLimiter)
+    assert isinstance(slots, RenderGate)
     return slots
 
 
