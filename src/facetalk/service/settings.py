@@ -40,7 +40,7 @@ def parse_duration(text: str | float | int, what: str) -> float:
 
 
 def default_live_sessions() -> int:
-    """Two live sessions per core (measured: four 512-px sessions on a 2-core box)."""
+    """Two live sessions per core (the target of issue 21: four 512-px sessions on 2 cores)."""
     return 2 * max(1, os.cpu_count() or 1)
 
 
@@ -133,8 +133,8 @@ SETTINGS: tuple[Setting, ...] = (
             "loses its job to another worker.", ("worker",), metavar="DURATION"),
     Setting("live_sessions", "--live-sessions", "FACETALK_LIVE_SESSIONS", "two per core",
             "Live WebSocket sessions (`/v1/stream`) at once. The next is refused with close "
-            "code `1013` (try again later) instead of making every session late; measured: "
-            "4 at 512 px on 2 cores (`facetalk stream-bench`).", kind="int"),
+            "code `1013` (try again later) instead of making every session late. Check what "
+            "yours holds with `facetalk stream-bench --sessions N`.", kind="int"),
     Setting("avatar_retention", "--avatar-retention", "FACETALK_AVATAR_RETENTION", "24h",
             "Live avatars (`/v1/avatars`) are deleted this long after their last use.",
             metavar="DURATION"),

@@ -487,6 +487,12 @@ class LiveState:
     """What every live session shares: the session count, the render and speech limiters."""
 
     def __init__(self, max_sessions: int, render_slots: int | None = None) -> None:
+        import cv2
+
+        # Sessions are drawn in parallel, one thread per core: OpenCV splitting each remap
+        # over every core on top of that would oversubscribe them (and its idle workers
+        # spin). Frames are the same either way.
+        cv2.setNumThreads(1)
         self.max_sessions = max_sessions
         self.sessions = 0
         #: Frames drawn at once (one thread per core: the drawing releases the GIL).
