@@ -509,3 +509,29 @@ def test_avatar_storage_cap(tmp_path: Path, portrait_bytes: bytes) -> None:
         os.utime(p, (old, old))
     AvatarStore(tmp_path / "avatars", retention=3600.0)
     assert not list((tmp_path / "avatars").iterdir())
+
+
+def test_render_gate_serves_speaking_sessions_first_and_survives_cancellation() -> None:
+    import asyncio
+
+    from facetalk.service.api.live import RenderGate
+
+    async def main() -> list[str]:
+        gate, order = RenderGate(1), []
+
+        async def draw(name: str, urgent: bool) -> None:
+            async with gate.slot(urgent):
+                order.append(name)
+                await asyncio.sleep(0.01)
+
+        async with gate.slot():  # the one slot is taken while the others queue
+            tasks = [asyncio.create_task(draw(name, urgent)) for name, urgent in
+                     (("idle 1", False), ("talking 1", True), ("idle 2", False), ("talking 2", True))]
+            await asyncio.sleep(0.01)
+            tasks[2].cancel()  # a session that leaves while it waits
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert gate.borrowed_tokens == 0
+        return order
+
+    assert asyncio.run(main()) == ["talking 1", "talking 2", "idle 1"]

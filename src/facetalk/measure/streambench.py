@@ -184,6 +184,7 @@ def _summary(results: list[dict[str, Any]], cpu: float | None, wall: float) -> d
         # skipped to catch up, and frames it sent more than 100 ms past due.
         "server_dropped": int(sum(r["server"].get("dropped", 0) for r in served)),
         "server_late": int(sum(r["server"].get("late", 0) for r in served)),
+        "server_frames": int(sum(r["server"].get("frames", 0) for r in served)),
         "server_cpu_percent": (100.0 * cpu / wall) if cpu is not None else None,
     }
     return out

@@ -340,8 +340,9 @@ class _Session:
         ends = self.stream.audio_time + np.cumsum(lengths) / STREAM_RATE
         planned = self.stream.plan(np.concatenate([b for b, _ in batch]))
         out = []
-        for p in planned:
+        for n, p in enumerate(planned):
             if self.gone:
+                self.dropped += len(planned) - n
                 break
             # The chunk whose arrival completed the frame's look-ahead.
             k = min(int(np.searchsorted(ends, p.time + self.stream.lookahead_s - 1e-9)), len(batch) - 1)
@@ -362,12 +363,22 @@ class _Session:
             self.lags.append(lag)
             self.frames_sent += 1
 
+    @property
+    def backlog(self) -> float:
+        """Seconds of audio received but not yet planned (a server short of CPU)."""
+        return sum(len(b) for b, _ in self.queue) / STREAM_RATE
+
     def stats(self) -> dict[str, Any]:
         """The per-second ``stats`` message (and the session's end in the log)."""
         lags = np.array(self.lags) if self.lags else np.zeros(1)
         return {"type": "stats", "frames": self.frames_sent, "dropped": self.dropped,
                 "late": self.late, "lag_p95_ms": round(float(np.percentile(lags, 95)) * 1000, 1),
-                "audio_s": round(self.stream.audio_time, 3)}
+                "backlog_ms": round(self.backlog * 1000), "audio_s": round(self.stream.audio_time, 3)}
+
+    def abandon_backlog(self) -> None:
+        """At the end: the frames of audio never planned are dropped too, and counted."""
+        self.dropped += int(self.backlog * self.stream.fps)
+        self.queue.clear()
 
     async def draw_loop(self) -> None:
         """Draw what was queued, add idle silence when nothing comes, send stats."""
@@ -653,6 +664,7 @@ async def stream(ws: WebSocket, avatar: str = "", api_key: str | None = None) ->
             pass  # the client left while a message was being sent
         finally:
             session.gone = True
+        session.abandon_backlog()
         _log.info("live session ended", extra={"frames": session.frames_sent,
                                                 "dropped": session.dropped, "late": session.late})
     finally:
@@ -699,6 +711,8 @@ async def _read_loop(session: _Session) -> None:
             await ws.close(code=1003, reason='text messages must be JSON {"type": ...}')
             return
         if kind == "stop":
+            session.gone = True
+            session.abandon_backlog()
             await ws.send_json(session.stats())  # the final counts
             await ws.close(code=1000, reason="stopped")
             return
