@@ -508,7 +508,7 @@ class LiveState:
         self.sessions = 0
         #: Frames drawn at once (one thread per core: the drawing releases the GIL).
         self.slots = RenderGate(render_slots or LIVE_RENDER_SLOTS)
-        #: Portraits analysed at once (each takes a core for a second or two).
+        #: New portraits analysed at once (each takes a core for a second or two).
         self.analysis = anyio.CapacityLimiter(1)
         #: Sentences synthesised at once, for /v1/say and the stream's ``say``.
         self.say_slots = anyio.CapacityLimiter(SAY_SLOTS)
@@ -574,8 +574,7 @@ async def create_avatar(request: Request) -> JSONResponse:
 @router.get("/v1/avatars/{avatar_id}", summary="An avatar's details")
 async def get_avatar(avatar_id: str, request: Request) -> dict[str, Any]:
     """The avatar's size, options and stream URL."""
-    entry = await anyio.to_thread.run_sync(request.app.state.avatars.get, avatar_id,
-                                           limiter=live_state(request.app).analysis)
+    entry = await anyio.to_thread.run_sync(request.app.state.avatars.get, avatar_id)
     if entry is None:
         raise _NotFound(avatar_id)
     return _describe(entry)
@@ -645,8 +644,7 @@ async def stream(ws: WebSocket, avatar: str = "", api_key: str | None = None) ->
         return
     live.sessions += 1
     try:
-        entry = (await anyio.to_thread.run_sync(store.get, avatar, limiter=live.analysis)
-                 if avatar else None)
+        entry = await anyio.to_thread.run_sync(store.get, avatar) if avatar else None
         if entry is None:
             await ws.accept()
             await ws.close(code=4404, reason=f"no avatar {avatar[:64]!r}: POST /v1/avatars first")
