@@ -15,7 +15,9 @@ share.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,7 +26,7 @@ from .face.framing import Framing, plan_framing
 from .media.image import Source, load_portrait
 from .media.video import new_render_id
 from .motion.features import FeatureStream
-from .motion.live import MotionStream
+from .motion.live import MotionStream, StreamFrame
 from .options import GenerationOptions
 from .provenance.overlays import Overlay, build_overlays
 from .render.renderer import Renderer, make_renderer, warm_up
@@ -46,6 +48,10 @@ class Avatar:
     options: GenerationOptions
     warnings: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _spare: list[Renderer] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self._spare.append(self.renderer)
 
     @classmethod
     def prepare(cls, portrait: Source, options: GenerationOptions | None = None,
@@ -65,6 +71,26 @@ class Avatar:
     def size(self) -> tuple[int, int]:
         """(width, height) of the frames."""
         return self.framing.out_w, self.framing.out_h
+
+    @contextmanager
+    def borrow_renderer(self) -> Iterator[Renderer]:
+        """A renderer nobody else is drawing with, for the length of the ``with``.
+
+        A renderer reuses its scratch buffers, so two threads must not draw with the same
+        one; sharing one behind a lock serialised every session of an avatar on one core.
+        Copies share the precomputed (read-only) arrays and get their own buffers, so
+        there are at most as many as frames drawn at once (a few MB each at 512 px).
+        """
+        with self.lock:
+            if self._spare:
+                renderer = self._spare.pop()
+            else:
+                renderer = replace(self.renderer, timings={}, _buf={})
+        try:
+            yield renderer
+        finally:
+            with self.lock:
+                self._spare.append(renderer)
 
 
 @dataclass(frozen=True)
@@ -115,6 +141,14 @@ class Stream:
 
     def push_audio(self, pcm: bytes | np.ndarray) -> list[Frame]:
         """Add audio (PCM16 little-endian bytes, or float samples in -1..1); get new frames."""
+        return [self.draw(p) for p in self.plan(pcm)]
+
+    def plan(self, pcm: bytes | np.ndarray) -> list[StreamFrame]:
+        """Add audio and plan the frames it completes, without drawing them.
+
+        With :meth:`draw` this lets a live server skip drawing frames that would arrive
+        too late (the motion must still be planned for every frame: it carries state).
+        """
         if isinstance(pcm, (bytes, bytearray, memoryview)):
             data = bytes(pcm)
             if len(data) % 2:
@@ -123,16 +157,15 @@ class Stream:
         else:
             samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
         self.samples_in += len(samples)
-        planned = self._motion.push(self._features.push(samples))
-        frames = []
-        renderer = self.avatar.renderer
-        for p in planned:
-            with self.avatar.lock:  # the renderer reuses its buffers
-                rgb = renderer.frame(p.controls, p.pose).copy()
-            for overlay in self._overlays:
-                overlay.apply(rgb, p.index)
-            frames.append(Frame(p.index, p.time, rgb))
-        return frames
+        return self._motion.push(self._features.push(samples))
+
+    def draw(self, planned: StreamFrame) -> Frame:
+        """Render a planned frame with its overlays (thread-safe across streams)."""
+        with self.avatar.borrow_renderer() as renderer:
+            rgb = renderer.frame(planned.controls, planned.pose)
+        for overlay in self._overlays:
+            overlay.apply(rgb, planned.index)
+        return Frame(planned.index, planned.time, rgb)
 
     def push_silence(self, seconds: float) -> list[Frame]:
         """Advance the timeline with silence (idle: blinks and breathing go on)."""

@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import numpy as np
 import pytest
@@ -36,8 +35,9 @@ from facetalk.measure.evaluate import decode_audio, evaluate_track, track_video
 from facetalk.media import tts
 from facetalk.media.audio import iter_soundtrack, load_audio
 from facetalk.media.video import Mp4Writer, ai_metadata
+from facetalk.service.api.live import RenderGate
 from facetalk.settings import Limits
-from helpers.browser import CHROMIUM, browser, choose
+from helpers.browser import CHROMIUM, browser, choose, running
 from helpers.live import CHUNK, KEY, RATE, LiveServer, Session, create_avatar, decode, session
 
 #: About five seconds of English with a clear pause between the two phrases.
@@ -104,10 +104,10 @@ def server_log() -> Iterator[list[logging.LogRecord]]:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def render_slots(live: LiveServer) -> anyio.CapacityLimiter:
-    """The live routes' render limiter, shared by all sessions (kept in the app's state)."""
+def render_slots(live: LiveServer) -> RenderGate:
+    """The live routes' render slots, shared by all sessions (kept in the app's state)."""
     slots = live.server.config.app.state.live_slots
-    assert isinstance(slots, anyio.CapacityLimiter)
+    assert isinstance(slots, RenderGate)
     return slots
 
 
@@ -339,6 +339,107 @@ def test_client_that_vanishes_mid_speech_frees_its_session(
     assert slots.borrowed_tokens == 0 and not app_errors(server_log)
 
 
+def test_drawing_stops_within_a_second_of_the_client_leaving(
+        live: LiveServer, avatar_id: str, speech: bytes, server_log: list[logging.LogRecord],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client sends 10 s of speech at once (far more than a second of drawing) and
+    leaves at its first frame: no frame is drawn for it a second later (the server used
+    to draw the whole backlog, seconds of CPU for nobody)."""
+    from facetalk.render.renderer import Renderer
+
+    drawn: list[float] = []
+    frame = Renderer.frame
+
+    def counted(self: Renderer, *args: Any, **kwargs: Any) -> np.ndarray:
+        drawn.append(time.monotonic())
+        return frame(self, *args, **kwargs)
+
+    wait_idle(live)
+    monkeypatch.setattr(Renderer, "frame", counted)
+    pcm = (speech * 3)[:2 * 10 * RATE]
+    client = RawClient(live.ws_url(avatar_id))
+    for i in range(0, len(pcm), 2 * 2 * RATE):  # 2 s a message, the most the server takes
+        client.send_binary(pcm[i:i + 2 * 2 * RATE])
+    while client.receive().data[:1] != b"F":
+        pass
+    left = time.monotonic()
+    client.vanish()
+    time.sleep(3.0)
+    after = [round(t - left, 2) for t in drawn if t > left]
+    print(f"\n{len(drawn)} frames drawn; after the client left: {after}")
+    assert len(ended_sessions(server_log)) == 1
+    assert not after or max(after) < 1.0, after
+    wait_idle(live)
+    assert render_slots(live).borrowed_tokens == 0 and not app_errors(server_log)
+
+
+def test_idle_sessions_do_not_starve_a_speaking_one(tmp_path: Path, astronaut_path: Path,
+                                                    speech: bytes) -> None:
+    """20 sessions that send no audio and one real client, the cap raised to 21 so the
+    server is overloaded on purpose: the real client is drawn first, the idle ones give
+    way, and every session's stats count what it lost. (The probe saw a real client fall
+    from 24.9 to 1.2 frames/s beside 20 idle sockets, its stats saying 0 dropped.)
+
+    On a quiet box the real client gets (nearly) every frame; on a busy one, where even it
+    cannot, it still gets at least twice the share of an idle session (with first come,
+    first served drawing, every session got the same share)."""
+    from helpers.service import Server
+
+    def share(stats: list[dict[str, Any]], before: dict[str, Any]) -> float:
+        drawn = stats[-1]["frames"] - before["frames"]
+        return drawn / max(1, drawn + stats[-1]["dropped"] - before["dropped"])
+
+    env = {"FACETALK_LIVE_SESSIONS": "21"}
+    with running(Server(tmp_path / "data", "--workers", "1", env=env)) as srv:
+        with httpx.Client(base_url=srv.base, timeout=120) as http:
+            r = create_avatar(http.post, astronaut_path.read_bytes())
+        assert r.status_code == 201, r.text
+        url = f"ws://127.0.0.1:{srv.port}/v1/stream?avatar={r.json()['id']}"
+        with contextlib.ExitStack() as stack:
+            idle = [stack.enter_context(session(url)) for _ in range(20)]
+            for other in idle:
+                other.wait(lambda o=other: bool(o.stats), what="stats of an idle session")
+            before = [dict(other.stats[-1]) for other in idle]
+            with session(url) as s:
+                fps = s.ready["fps"]
+                starts, _, end = stream_speech(s, speech)
+                s.ws.send(json.dumps({"type": "stop"}))
+                assert s.ended.wait(20) and s.ws.close_code == 1000
+            idle_share = float(np.mean([share(o.stats, b) for o, b in zip(idle, before, strict=True)]))
+    times = np.array([t for _, t, _ in s.frames])
+    got = int(((times >= starts[0]) & (times < end)).sum())
+    expected = int((end - starts[0]) * fps)
+    final = s.stats[-1]
+    print(f"\nbeside 20 idle sessions: {got} of {expected} frames of speech ({got / expected:.0%}); "
+          f"idle sessions drew {idle_share:.0%} of theirs meanwhile; stats {final}")
+    assert got >= 0.9 * expected or got / expected >= 2 * idle_share, (got, expected, idle_share)
+    # Its counts are the frames it got: sent = received, and what it lacks was dropped.
+    assert final["frames"] == len(s.frames)
+    assert final["dropped"] >= expected - got - 2, final
+
+
+def test_client_leaving_mid_avatar_upload_is_not_an_error(
+        live: LiveServer, portrait_bytes: bytes, server_log: list[logging.LogRecord]) -> None:
+    """Half a portrait, then the client is gone: nothing is logged as an error and no
+    upload is left in the temp folder."""
+    sock = socket.create_connection(("127.0.0.1", live.port), timeout=30)
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"portrait\"; filename=\"p.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + portrait_bytes + b"\r\n--B--\r\n")
+    head = (f"POST /v1/avatars HTTP/1.1\r\nHost: 127.0.0.1:{live.port}\r\nX-API-Key: {KEY}\r\n"
+            f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {len(body)}\r\n\r\n")
+    sock.sendall(head.encode() + body[:len(body) // 2])
+    time.sleep(0.3)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    time.sleep(1.0)
+    # The server still answers, and took it as the client's doing.
+    with httpx.Client(base_url=live.base, timeout=30) as http:
+        assert http.get("/healthz").status_code == 200
+    assert not app_errors(server_log), app_errors(server_log)
+    storage = live.server.config.app.state.settings.storage
+    assert not [p for p in (storage / "tmp").rglob("*") if p.is_file()]
+
+
 # -- clients that send garbage -------------------------------------------------------------
 OVERSIZED_FRAME = b"\x82\xff" + struct.pack("!Q", (16 << 20) + 1) + bytes(4)  # header only
 
@@ -416,9 +517,9 @@ def test_a_second_portrait_keeps_the_controls_of_its_stream(
         choose(page, "#portrait", astronaut_path)
         page.wait_for_selector("#say:not([disabled])", timeout=60_000)
         first = page.locator("#avatar-info").inner_text()
-        # The server speaks the first sentence and reads nothing meanwhile: the second waits
-        # in its queue, so the old socket's close is answered only once the first is spoken,
-        # after the new socket (for the second portrait) is ready.
+        # Two sentences queued on the first socket, then a second portrait: the page closes
+        # the old socket while the server is speaking on it and opens a new one; whichever
+        # of the old close and the new "ready" comes first, the page ends up usable.
         page.fill("#text", TEXT)
         page.get_by_role("button", name="Say").click()
         page.get_by_role("button", name="Say").click()
@@ -431,7 +532,6 @@ def test_a_second_portrait_keeps_the_controls_of_its_stream(
         page.wait_for_function("() => ['ready 2', 'close 1'].every(e => window.socketLog.includes(e))",
                                timeout=30_000)
         log = page.evaluate("() => window.socketLog")
-        assert log.index("ready 2") < log.index("close 1"), log  # the race happened
         for control in ("#mic", "#file", "#text", "#say"):
             assert page.is_enabled(control), (control, log)
         assert "error" not in (page.locator("#status").get_attribute("class") or "")

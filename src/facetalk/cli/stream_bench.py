@@ -28,10 +28,17 @@ def stream_bench(audio: Path | None, seconds: float, sessions: int, size: int,
     from ..measure.streambench import run_stream_bench
 
     s, speech_s = run_stream_bench(audio, seconds, sessions, size, url, api_key)
-    click.echo(f"{sessions} session(s), {speech_s:.1f} s of speech at {size} px: "
-               f"latency p50 {s['latency_p50_ms']:.0f} ms, p95 {s['latency_p95_ms']:.0f} ms, "
-               f"max {s['latency_max_ms']:.0f} ms; {s['fps']:.1f} frames/s (slowest session), "
-               f"{s['dropped']} dropped" + (f"; server CPU {s['server_cpu_percent']:.0f}% of one core"
-                                            if s["server_cpu_percent"] is not None else ""))
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f}"
+
+    cpu = s["server_cpu_percent"]
+    click.echo(f"{sessions} session(s) asked, {s['served']} served, {s['refused']} refused"
+               + (f" ({'; '.join(s['refusals'])})" if s["refused"] else "")
+               + f"; {speech_s:.1f} s of speech at {size} px: latency p50 {ms(s['latency_p50_ms'])} ms, "
+               f"p95 {ms(s['latency_p95_ms'])} ms, max {ms(s['latency_max_ms'])} ms; "
+               f"{s['fps']:.1f} frames/s (slowest session); of {s['expected']} frames "
+               f"{s['dropped']} dropped, {s['late']} late (> 150 ms); server counted "
+               f"{s['server_dropped']} dropped, {s['server_late']} late"
+               + (f"; server CPU {cpu:.0f}% of one core" if cpu is not None else ""))
     if json_path is not None:
         json_path.write_text(json.dumps(s, indent=2))

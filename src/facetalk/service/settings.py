@@ -40,6 +40,11 @@ def parse_duration(text: str | float | int, what: str) -> float:
     return seconds
 
 
+def default_live_sessions() -> int:
+    """Two live sessions per core (the target of issue 21: four 512-px sessions on 2 cores)."""
+    return 2 * max(1, os.cpu_count() or 1)
+
+
 def default_workers() -> int:
     """One render process per two cores, at least one (each render uses ~2 threads)."""
     return max(1, (os.cpu_count() or 1) // 2)
@@ -154,6 +159,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease", "--lease", "FACETALK_LEASE", "30s",
             "A render renews its job's lease every third of this; a machine silent this long "
             "loses its job to another worker.", ("worker",), metavar="DURATION"),
+    Setting("live_sessions", "--live-sessions", "FACETALK_LIVE_SESSIONS", "two per core",
+            "Live WebSocket sessions (`/v1/stream`) at once. The next is refused with close "
+            "code `1013` (try again later) instead of making every session late. Check what "
+            "yours holds with `facetalk stream-bench --sessions N`.", kind="int"),
+    Setting("avatar_retention", "--avatar-retention", "FACETALK_AVATAR_RETENTION", "24h",
+            "Live avatars (`/v1/avatars`) are deleted this long after their last use.",
+            metavar="DURATION"),
+    Setting("max_avatars", "--max-avatars", "FACETALK_MAX_AVATARS", "100",
+            "Live avatars kept; a new one deletes the least recently used beyond it.", kind="int"),
+    Setting("avatar_storage_mb", "--avatar-storage-mb", "FACETALK_AVATAR_STORAGE_MB", "1024",
+            "Disk for the avatars' portraits; a new one deletes the least recently used beyond "
+            "it (a larger portrait is refused with `413`).", kind="int"),
     Setting("log_level", "--log-level", None, "info", "JSON log lines on stderr.",
             ("serve", "worker"), "level"),
     Setting("access_log", "--access-log", None, "off",
@@ -245,6 +262,14 @@ class ServiceSettings:
     #: Celery/Redis: seconds before an unacknowledged job is delivered again. Every job's
     #: time limit is kept below it, so a job that is still rendering is never re-delivered.
     visibility_timeout: float = 6 * 3600.0
+    #: Live WebSocket sessions at once; the next is refused (close code 1013).
+    live_sessions: int = field(default_factory=default_live_sessions)
+    #: Seconds after its last use before a live avatar is deleted.
+    avatar_retention: float = 24 * 3600.0
+    #: Live avatars kept on disk (least recently used deleted beyond).
+    max_avatars: int = 100
+    #: Disk for the live avatars' portraits, in MB.
+    avatar_storage_mb: int = 1024
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -255,6 +280,9 @@ class ServiceSettings:
             raise InvalidInput(f"max_queued must be at least 1, got {self.max_queued}")
         if self.max_attempts < 1:
             raise InvalidInput(f"max_attempts must be at least 1, got {self.max_attempts}")
+        for name in ("live_sessions", "max_avatars", "avatar_storage_mb"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.job_timeout is not None and self.job_timeout <= 0:
             raise InvalidInput("job_timeout must be positive (or 'auto')")
         if self.queue is not None and not self.queue.startswith(QUEUE_SCHEMES):
@@ -334,7 +362,7 @@ class ServiceSettings:
 
 def _convert(name: str, value: Any) -> Any:
     if name in ("port", "workers", "max_queued", "max_attempts", "min_free_disk_mb",
-                "max_connections"):
+                "max_connections", "live_sessions", "max_avatars", "avatar_storage_mb"):
         try:
             return int(value)
         except (TypeError, ValueError):
@@ -343,7 +371,7 @@ def _convert(name: str, value: Any) -> Any:
         return Path(value)
     if name == "retention":
         return parse_duration(value, "retention")
-    if name in ("visibility_timeout", "header_timeout", "upload_idle_timeout"):
+    if name in ("visibility_timeout", "header_timeout", "upload_idle_timeout", "avatar_retention"):
         return parse_duration(value, name)
     if name == "queue":
         text = str(value).strip()

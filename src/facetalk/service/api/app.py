@@ -29,7 +29,7 @@ from .auth import ApiKeyMiddleware
 from .connections import RequestLimitMiddleware
 from .docs import install_docs
 from .errors import install_error_handlers
-from .live import LIVE_RENDER_SLOTS, AvatarStore
+from .live import AvatarStore, live_state
 from .metrics import Metrics
 from .ops import WorkerCollector
 from .origin import HostOriginMiddleware
@@ -80,8 +80,10 @@ def create_app(settings: ServiceSettings | None = None, queue: JobQueue | None =
     state.settings, state.queue, state.metrics, state.validators = settings, queue, metrics, validators
     state.validation_slots = anyio.CapacityLimiter(VALIDATION_SLOTS)
     state.verify_slot = anyio.CapacityLimiter(1)  # decoding a video is a render-sized job
-    state.avatars = AvatarStore(settings.storage / "avatars")
-    state.live_slots = anyio.CapacityLimiter(LIVE_RENDER_SLOTS)
+    state.avatars = AvatarStore(settings.storage / "avatars", retention=settings.avatar_retention,
+                                max_count=settings.max_avatars,
+                                max_bytes=settings.avatar_storage_mb << 20)
+    live_state(app)  # live sessions' cap and limiters (app.state.live, .live_slots)
     # Every route is added the same way: one router per resource.
     for router in ROUTERS:
         app.include_router(router)
