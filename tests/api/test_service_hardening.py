@@ -71,6 +71,14 @@ def test_deeply_nested_json_body_is_a_400(api: TestClient) -> None:
     assert _refused(r, 400)["error"] == "bad_request"
 
 
+def test_a_huge_integer_in_a_say_body_is_a_422(api: TestClient) -> None:
+    """An integer over Python's 4,300-digit conversion limit in ``/v1/say``'s JSON is the
+    client's error (it raised ValueError, not JSONDecodeError, and became a 500)."""
+    r = api.post("/v1/say", content=b'{"text": "hi", "n": ' + b"1" * 5000 + b"}",
+                 headers={"Content-Type": "application/json"})
+    assert _refused(r, 422)["error"] == "invalid_input"
+
+
 def test_a_cursor_beyond_any_job_is_a_422(api: TestClient) -> None:
     for cursor in ("9" * 30, str(2**63), "9" * 5000):
         assert _refused(api.get("/v1/jobs", params={"cursor": cursor}), 422)["error"] == "invalid_input"

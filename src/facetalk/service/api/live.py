@@ -70,10 +70,10 @@ from starlette.websockets import WebSocketDisconnected
 from ...errors import FacetalkError, InvalidInput, LimitExceeded
 from ...options import GenerationOptions
 from ...stream import STREAM_RATE, Avatar, Stream
-from ..errors import BadRequest, QueueFull, ServiceError, UnsupportedContentType
+from ..errors import BadRequest, QueueFull, ServiceError, UnsupportedContentType, public_error
 from ..web import HEADERS, PAGE_FILES, static_dir
 from .auth import key_ok
-from .uploads import options_from_form, read_capped, receive_form
+from .uploads import options_from_form, read_capped, receive_form, upload_guard
 
 _log = logging.getLogger("facetalk.service.live")
 
@@ -418,7 +418,7 @@ class _Session:
                 async with self.live.say_slots:
                     pcm = await anyio.to_thread.run_sync(speak_pcm16, text)
             except FacetalkError as exc:
-                await self.ws.send_json({"type": "error", **exc.to_dict()})
+                await self.ws.send_json({"type": "error", **public_error(exc.to_dict())})
                 continue
             self.speaking = True
             try:
@@ -554,7 +554,8 @@ async def create_avatar(request: Request) -> JSONResponse:
     storage = request.app.state.queue.storage
     try:
         form = await receive_form(request.headers.get("content-type"), request.stream(),
-                                  storage.new_upload, settings.limits, file_parts=("portrait",))
+                                  storage.new_upload, settings.limits, file_parts=("portrait",),
+                                  guard=upload_guard(request))
     except (UnsupportedContentType, BadRequest):
         raise InvalidInput("send a multipart form with a 'portrait' file") from None
     except ClientDisconnect:
@@ -599,7 +600,7 @@ async def say(request: Request) -> Response:
     raw = await read_capped(request.stream(), SAY_MAX_BYTES, "request body")
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # JSONDecodeError, huge integers
         raise InvalidInput('send JSON: {"text": "..."}') from None
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         raise InvalidInput('send JSON: {"text": "..."}')
