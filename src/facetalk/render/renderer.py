@@ -556,7 +556,8 @@ def _working_image(img: np.ndarray, framing: Framing, quality: bool
     else:
         work = np.ascontiguousarray(region)
         kx = ky = 1.0
-    if quality and 1.0 <= framing.scale < PREFILTER_FROM:
+    if quality and k > 1.0 and framing.scale < PREFILTER_FROM:
+        # (Not at 1:1, k == 1: the portrait's own pixels are then the output's, bit for bit.)
         kern = np.array([-EMPHASIS, 1.0 + 2.0 * EMPHASIS, -EMPHASIS], np.float32)
         work = cv2.sepFilter2D(work, -1, kern, kern, borderType=cv2.BORDER_REPLICATE)
     return work, (kx, ky, rx0, ry0), cv2.INTER_LINEAR
