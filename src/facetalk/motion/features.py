@@ -62,6 +62,9 @@ class Features:
 
 #: Hops analysed at once: bounds the spectra held in memory (~8 MB) whatever the length.
 BLOCK_HOPS = 2048
+#: Hops per block of the chunked analysis (raw_features_stream): smaller blocks keep its
+#: transient spectra (two threads' worth) small; per-hop results do not depend on it.
+STREAM_BLOCK_HOPS = 512
 #: Clips shorter than twice this many hops are measured in one block, on one thread.
 MIN_PARALLEL_HOPS = 500
 RAW_FIELDS = ("db", "low", "high", "labial", "flux", "lag", "strength", "f1", "f2", "bright")
@@ -184,8 +187,8 @@ def raw_features(samples: np.ndarray, sr: int) -> RawFeatures:
 
 
 def raw_features_stream(chunks: Iterable[np.ndarray], sr: int) -> RawFeatures:
-    """:func:`raw_features` of a signal that arrives in chunks, holding only about two
-    blocks of it: the same blocks of windows (each with the hop before it, for spectral
+    """:func:`raw_features` of a signal that arrives in chunks, holding only a few
+    blocks of it: blocks of windows (each with the hop before it, for spectral
     flux), measured two at a time in threads while the next chunks decode.
 
     The result equals ``raw_features(np.concatenate(chunks), sr)``; what stays per second
@@ -217,7 +220,7 @@ def raw_features_stream(chunks: Iterable[np.ndarray], sr: int) -> RawFeatures:
         lead = 1 if done > 0 else 0
         # At most a few blocks in flight: decoding may outrun the measuring.
         pending = [f for f in futures if not f.done()]
-        if len(pending) >= 3:
+        if len(pending) >= 2:
             pending[0].result()
         futures.append(pool.submit(measure, segment(done - lead, stop), stop - done + lead, lead))
         # ``held`` drops what no later block reads: everything before the next block's
@@ -232,13 +235,13 @@ def raw_features_stream(chunks: Iterable[np.ndarray], sr: int) -> RawFeatures:
             held = np.concatenate([held, np.asarray(chunk, np.float32)])
             total += len(chunk)
             # Hop h is complete once samples up to h*hop - pad + win are in.
-            while (total - win + pad) // hop + 1 - done >= BLOCK_HOPS:
-                submit(pool, done + BLOCK_HOPS)
+            while (total - win + pad) // hop + 1 - done >= STREAM_BLOCK_HOPS:
+                submit(pool, done + STREAM_BLOCK_HOPS)
         if total == 0:
             raise ValueError("no samples")
         n = -(-total // hop)
         while done < n:
-            submit(pool, min(done + BLOCK_HOPS, n))
+            submit(pool, min(done + STREAM_BLOCK_HOPS, n))
         parts = [f.result() for f in futures]
     return RawFeatures(1.0 / HOP_S, *(np.concatenate([p[k] for p in parts]) for k in RAW_FIELDS),
                        sr)
