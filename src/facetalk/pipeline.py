@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,14 @@ import numpy as np
 from .errors import Cancelled, FacetalkError, LimitExceeded, RenderError
 from .face.analysis import FaceModel, analyze_face
 from .face.framing import plan_framing
-from .media.audio import iter_soundtrack, load_audio
+from .media.audio import iter_soundtrack, stream_audio
 from .media.image import Source, load_portrait
 from .media.video import Mp4Writer, ai_metadata, new_render_id
-from .motion.features import analyze
+from .motion.features import analyze_stream
 from .motion.plan import plan_motion
 from .options import GenerationOptions
 from .provenance.overlays import build_overlays
-from .render.renderer import make_renderer, warm_up
+from .render.renderer import make_renderer, warm_up, working_scale
 from .render.rig import Rig, build_rig
 from .settings import Limits
 
@@ -110,8 +110,23 @@ class _Background:
         return self._value
 
 
-def _analyze_portrait(image: np.ndarray, device: str | None = None) -> tuple[FaceModel, Rig]:
+#: The portrait is shrunk to the working scale when that saves more than this share per axis.
+SHRINK_BELOW = 0.9
+
+
+def prepare_face(image: np.ndarray, options: GenerationOptions, device: str | None = None
+                 ) -> tuple[FaceModel, Rig]:
+    """Face analysis, then the portrait at the scale this render's output needs, and its rig.
+
+    Detection and landmarks run on a downscaled copy anyway (see face.analysis); once the
+    framing is known, a portrait larger than the working scale (see
+    render.renderer.working_scale) is shrunk once, so a phone photo's setup and memory
+    follow the output's size, not the photo's.
+    """
     face = analyze_face(image, device=device)
+    k = working_scale(plan_framing(face, options).scale, options.quality_tier == "quality")
+    if k < SHRINK_BELOW:
+        face = face.scaled(k)
     return face, build_rig(face.landmarks)
 
 
@@ -202,20 +217,27 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
 
     # 2. analyze the face (once per portrait) in a thread, while this one decodes and
     #    analyzes the audio: the two do not depend on each other.
-    face_job = _Background(_analyze_portrait, image, device)
+    face_job = _Background(prepare_face, image, options, device)
+    del image  # the face model holds what the render needs (shrunk for a large photo)
 
-    # 3. audio: decode, then acoustic features
+    # 3. audio: decoded and analysed chunk by chunk (the 16 kHz signal is never held
+    #    whole: memory stays flat in the clip's length)
     try:
-        sound = load_audio(audio, limits)
+        sound, chunks = stream_audio(audio, limits)
         lap("decode")
         check_cancel()
         report("audio", 0.03)
-        feats = analyze(sound.samples, sound.sample_rate)
-        lap("features")
-        # The analysis signal is not needed past this point (the soundtrack is decoded
-        # again, streaming): let it go, so a long clip does not hold it while rendering.
-        audio_s = sound.duration
-        sound = replace(sound, samples=np.zeros(0, np.float32))
+        decoded = 0
+
+        def counted() -> Iterator[np.ndarray]:
+            nonlocal decoded
+            for chunk in chunks:
+                decoded += len(chunk)
+                yield chunk
+
+        feats = analyze_stream(counted(), sound.sample_rate)
+        audio_s = decoded / sound.sample_rate
+        lap("features")  # the audio's decoding and analysis, streamed together
     finally:
         face, rig = face_job.result()  # re-raises NoFaceFound and friends
     lap("face")  # only the wait beyond the audio stages: the two overlap
@@ -235,6 +257,7 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
         warnings.append(f"duration {video_s:.2f} s is shorter than the audio "
                         f"({audio_s:.2f} s); audio and video were both cut")
     plan = plan_motion(feats, n_frames, options)
+    del feats  # the plan is all the frames need (25 rows of float32 per second)
     lap("motion")
     check_cancel()
 

@@ -1,8 +1,10 @@
 """``facetalk bench``'s workload and child processes (the command is ``facetalk.cli.bench``):
 end-to-end speed against the encoder's own floor, measured in one run.
 
-For each size and framing, child processes run on the same workload (the bundled
-portrait and a speech clip of the requested length):
+For each portrait, size and framing, child processes run on the same workload (a portrait
+and a speech clip of the requested length). Portraits: ``small`` (the bundled 512-pixel
+one), ``phone`` (a 3024x4032 JPEG made from it, see :func:`phone_portrait`: the size and
+EXIF rotation of a phone photo) or any file.
 
 * render: ``generate()`` end to end (decode, face, features, motion, render, encode);
 * floor (run before and after each render; the faster of the two counts): the same number of
@@ -18,8 +20,10 @@ all), and the median ratio and the range are printed as well: the machine's spee
 drift between runs, and one ratio moves with it.
 
 Each child reports its wall time, its CPU time (user + system, all threads), its peak
-RSS (``ru_maxrss``) and stage timings; the
-parent prints them side by side. Nothing is estimated: every figure is measured.
+RSS (``ru_maxrss``) and stage timings, and the render child the sharpness of its output
+against the portrait (:func:`sharpness_ratio`); the parent prints them side by side. The
+memory workload renders a short and a long clip (30 minutes by default) and compares
+their peak RSS. Nothing is estimated: every figure is measured.
 """
 
 from __future__ import annotations
@@ -63,6 +67,76 @@ def speech_clip(seconds: float, path: Path) -> Path:
     return path
 
 
+#: Size of the phone-like portrait (upright width x height): a 12-megapixel phone photo.
+PHONE_SIZE = (3024, 4032)
+
+
+def phone_portrait(path: Path) -> Path:
+    """A phone-size JPEG (3024x4032 upright) made from the bundled portrait.
+
+    Phone photos are large, fine-grained and stored sideways with an EXIF orientation
+    tag. This one is the bundled portrait enlarged to the frame's width and extended
+    downwards (its lower part mirrored), with a fixed grain (sensor-like noise,
+    so the JPEG is not trivially compressible and a decoder has real work), saved at
+    quality 92 with its pixels rotated and orientation 6 (rotate 90 degrees clockwise to
+    display): a loader that ignores the tag gets a landscape picture with the face on its
+    side.
+    """
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    w, h = PHONE_SIZE
+    small = np.asarray(Image.open(resources.files("facetalk") / "assets" / "astronaut.png")
+                       .convert("RGB"))
+    big = cv2.resize(small, (w, w), interpolation=cv2.INTER_CUBIC)
+    upright = cv2.copyMakeBorder(big, 0, h - w, 0, 0, cv2.BORDER_REFLECT_101)
+    rng = np.random.default_rng(21)
+    grain = rng.normal(0.0, 5.0, (h, w, 1)).astype(np.float32)
+    upright = np.clip(upright.astype(np.float32) + grain, 0, 255).astype(np.uint8)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # 90 deg anticlockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the 0th row is the right side -> rotate clockwise
+    stored.save(path, "JPEG", quality=92, exif=exif)
+    return path
+
+
+def sharpness_ratio(portrait: str, video: str, size: int, framing: str) -> float:
+    """Laplacian variance of the face in the output's first frame over the same region of
+    the portrait resized to the output (area filter when shrinking, cubic when enlarging).
+
+    1.0 is as sharp as the portrait allows at that size; a blurring resampler scores
+    lower (H.264 also takes some: compare runs of the same encoder settings).
+    """
+    import av
+    import cv2
+    import numpy as np
+
+    from ..face.analysis import analyze_face
+    from ..face.framing import plan_framing
+    from ..media.image import load_portrait
+    from ..options import GenerationOptions
+
+    img = load_portrait(portrait)
+    face = analyze_face(img)
+    fr = plan_framing(face, GenerationOptions(min_resolution=size, framing=framing))
+    (x0, y0), (x1, y1) = fr.to_image(np.array([[-0.5, -0.5], [fr.out_w - 0.5, fr.out_h - 0.5]]))
+    region = img[max(0, round(y0)):round(y1), max(0, round(x0)):round(x1)]
+    interp = cv2.INTER_AREA if fr.scale < 1 else cv2.INTER_CUBIC
+    ref = cv2.resize(region, (fr.out_w, fr.out_h), interpolation=interp)
+    with av.open(video) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    bx0, by0, bx1, by1 = (int(round(v)) for v in fr.to_output(
+        np.array([face.box[:2], face.box[2:]])).reshape(-1))
+    bx0, by0 = max(bx0, 0), max(by0, 0)
+
+    def lapvar(rgb: np.ndarray) -> float:
+        gray = cv2.cvtColor(rgb[by0:by1, bx0:bx1], cv2.COLOR_RGB2GRAY)
+        return float(cv2.Laplacian(gray, cv2.CV_64F).var())
+
+    return lapvar(first) / max(lapvar(ref), 1e-9)
+
+
 def _peak_rss_mb() -> float:
     # ru_maxrss is in kilobytes on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -74,8 +148,8 @@ def _cpu_s() -> float:
     return u.ru_utime + u.ru_stime
 
 
-def _child_render(portrait: str, audio: str, size: int, framing: str, out: str
-                  ) -> dict[str, Any]:
+def _child_render(portrait: str, audio: str, size: int, framing: str, out: str,
+                  sharpness: bool = True) -> dict[str, Any]:
     from ..options import GenerationOptions
     from ..pipeline import Progress, generate
 
@@ -89,10 +163,12 @@ def _child_render(portrait: str, audio: str, size: int, framing: str, out: str
     res = generate(portrait, audio, GenerationOptions(min_resolution=size, framing=framing),
                    on_progress, output=out)
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "cpu_s": _cpu_s() - c0, "frames": res.frames, "width": res.width,
+    cpu, rss = _cpu_s() - c0, _peak_rss_mb()  # before the (untimed) sharpness check
+    return {"wall_s": wall, "cpu_s": cpu, "frames": res.frames, "width": res.width,
             "height": res.height, "audio_s": res.audio_duration, "timings": res.timings,
             "stats": res.stats, "first_frame_epoch": first[0] if first else None,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": rss,
+            "sharpness": sharpness_ratio(portrait, out, size, framing) if sharpness else None}
 
 
 def _child_floor(portrait: str, audio: str, size: int, framing: str, out: str,

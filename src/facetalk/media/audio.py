@@ -1,15 +1,15 @@
 """Audio decoding with PyAV: any format its bundled FFmpeg reads, to 16 kHz mono float32.
 
-Only the 16 kHz analysis copy is held in memory (about 3.8 MB per minute); the
-soundtrack of the output is decoded again, streaming, while the video is encoded, so
-memory stays flat in audio length.
+A render analyses the 16 kHz copy chunk by chunk as it decodes (see stream_audio: it
+never holds the whole signal) and decodes the soundtrack of the output again,
+streaming, while the video is encoded, so memory stays flat in audio length.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import av
@@ -77,8 +77,37 @@ def load_audio(src: Source, limits: Limits | None = None) -> Audio:
 
     Refuses audio longer than ``limits.max_audio_seconds`` before decoding when the
     container states its duration, and otherwise as soon as decoding passes the limit.
+    A render does not hold the whole signal: it analyses it chunk by chunk (see
+    :func:`stream_audio`).
     """
     limits = limits or Limits()
+    header, chunks, declared = _open_stream(src, limits)
+    # One buffer sized from the declared length (grown if that was wrong), not a list
+    # of chunks joined at the end: the peak stays at about one copy of the signal.
+    buf = _Growing(int((declared or 30.0) * ANALYSIS_RATE * 1.02) + 4096)
+    for chunk in chunks:
+        buf.append(chunk)
+    return replace(header, samples=buf.array())
+
+
+def stream_audio(src: Source, limits: Limits | None = None, chunk_s: float = 0.5
+                 ) -> tuple[Audio, Iterator[np.ndarray]]:
+    """What the muxer needs to know about a recording (an :class:`Audio` with no samples),
+    and its 16 kHz mono analysis signal as float32 chunks of about ``chunk_s`` seconds.
+
+    Same checks as :func:`load_audio` (the declared length before any decoding, the
+    decoded one as it passes the limit, an empty recording at the end), but only a chunk
+    is in memory at a time: a half-hour lecture's signal (115 MB as float32) is never
+    held whole.
+    """
+    header, chunks, _ = _open_stream(src, limits or Limits(), chunk_s)
+    return header, chunks
+
+
+def _open_stream(src: Source, limits: Limits, chunk_s: float = 0.5
+                 ) -> tuple[Audio, Iterator[np.ndarray], float | None]:
+    """Read the header (and refuse a declared length over the limit), then a generator
+    that opens the source again and decodes it chunk by chunk."""
     with open_source(src, limits, "audio") as raw, _open_container(raw) as container:
         stream = container.streams.audio[0]
         declared = _declared_seconds(container)
@@ -86,32 +115,53 @@ def load_audio(src: Source, limits: Limits | None = None) -> Audio:
             raise LimitExceeded(_too_long(declared, limits))
         source_rate = stream.codec_context.sample_rate or stream.rate or 0
         source_channels = stream.codec_context.channels or 1
+    header = Audio(samples=np.zeros(0, np.float32), sample_rate=ANALYSIS_RATE,
+                   source_rate=int(source_rate) or ANALYSIS_RATE,
+                   source_channels=int(source_channels))
+    return header, _decode_chunks(src, limits, max(1, int(chunk_s * ANALYSIS_RATE))), declared
+
+
+def _decode_chunks(src: Source, limits: Limits, chunk: int) -> Iterator[np.ndarray]:
+    cap = int(limits.max_audio_seconds * ANALYSIS_RATE)
+    total = 0
+    parts: list[np.ndarray] = []
+    held = 0
+
+    def flush() -> np.ndarray:
+        nonlocal held
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        parts.clear()
+        held = 0
+        np.nan_to_num(out, copy=False)
+        np.clip(out, -1.0, 1.0, out=out)
+        return out
+
+    with open_source(src, limits, "audio") as raw, _open_container(raw) as container:
+        stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=ANALYSIS_RATE)
-        cap = int(limits.max_audio_seconds * ANALYSIS_RATE)
-        # One buffer sized from the declared length (grown if that was wrong), not a list
-        # of chunks joined at the end: the peak stays at about one copy of the signal.
-        buf = _Growing(int((declared or 30.0) * ANALYSIS_RATE * 1.02) + 4096)
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    buf.append(out.to_ndarray().reshape(-1))
-                if buf.size > cap:
-                    raise LimitExceeded(_too_long(buf.size / ANALYSIS_RATE, limits))
+                    parts.append(out.to_ndarray().reshape(-1).copy())
+                    held += parts[-1].size
+                    total += parts[-1].size
+                if total > cap:
+                    raise LimitExceeded(_too_long(total / ANALYSIS_RATE, limits))
+                if held >= chunk:
+                    yield flush()
             for out in resampler.resample(None):
-                buf.append(out.to_ndarray().reshape(-1))
+                parts.append(out.to_ndarray().reshape(-1).copy())
+                total += parts[-1].size
         except av.error.FFmpegError as exc:
-            if buf.size == 0:
+            if total == 0:
                 raise UnsupportedMedia(f"the audio could not be decoded: {exc}") from None
             # A damaged tail still leaves usable audio; keep what decoded.
-    samples = buf.array()
-    if samples.size == 0:
+    if total == 0:
         raise UnsupportedMedia("the audio contains no samples (empty recording)",
                                hint="Record or export at least a fraction of a second.")
-    np.nan_to_num(samples, copy=False)
-    np.clip(samples, -1.0, 1.0, out=samples)
-    return Audio(samples=samples, sample_rate=ANALYSIS_RATE,
-                 source_rate=int(source_rate) or ANALYSIS_RATE,
-                 source_channels=int(source_channels))
+    parts[:] = [p for p in parts if p.size]
+    if parts:
+        yield flush()
 
 
 class _Growing:

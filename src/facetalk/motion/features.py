@@ -16,7 +16,8 @@ second.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -61,6 +62,9 @@ class Features:
 
 #: Hops analysed at once: bounds the spectra held in memory (~8 MB) whatever the length.
 BLOCK_HOPS = 2048
+#: Hops per block of the chunked analysis (raw_features_stream): smaller blocks keep its
+#: transient spectra (two threads' worth) small; per-hop results do not depend on it.
+STREAM_BLOCK_HOPS = 512
 #: Clips shorter than twice this many hops are measured in one block, on one thread.
 MIN_PARALLEL_HOPS = 500
 RAW_FIELDS = ("db", "low", "high", "labial", "flux", "lag", "strength", "f1", "f2", "bright")
@@ -180,6 +184,73 @@ def raw_features(samples: np.ndarray, sr: int) -> RawFeatures:
             for done in [pool.submit(measure, a, b) for a, b in spans]:
                 done.result()  # re-raises
     return RawFeatures(1.0 / HOP_S, *(out[k] for k in RAW_FIELDS), sr)
+
+
+def raw_features_stream(chunks: Iterable[np.ndarray], sr: int) -> RawFeatures:
+    """:func:`raw_features` of a signal that arrives in chunks, holding only a few
+    blocks of it: blocks of windows (each with the hop before it, for spectral
+    flux), measured two at a time in threads while the next chunks decode.
+
+    The result equals ``raw_features(np.concatenate(chunks), sr)``; what stays per second
+    of audio is the per-hop measurements themselves (10 float64 values per 10 ms, 8 kB/s).
+    """
+    hop, win = int(round(HOP_S * sr)), int(round(WIN_S * sr))
+    pad = win // 2
+    held = np.zeros(0, np.float32)
+    held_start = 0  # sample index of held[0]
+    total = 0
+    done = 0  # hops submitted so far
+    futures: list[Future[dict[str, np.ndarray]]] = []
+
+    def segment(start: int, stop: int) -> np.ndarray:
+        """The samples of hops start..stop's windows, copied out (zero beyond the signal)."""
+        lo, hi = start * hop - pad, (stop - 1) * hop - pad + win
+        seg = np.zeros(hi - lo, dtype=np.float32)
+        a, b = max(lo, held_start), min(hi, held_start + len(held), total)
+        if b > a:
+            seg[a - lo:b - lo] = held[a - held_start:b - held_start]
+        return seg
+
+    def measure(seg: np.ndarray, count: int, lead: int) -> dict[str, np.ndarray]:
+        values = _Measure(sr)(sliding_window_view(seg, win)[::hop][:count])
+        return {k: values[k][lead:] for k in RAW_FIELDS}
+
+    def submit(pool: ThreadPoolExecutor, stop: int) -> None:
+        nonlocal done, held, held_start
+        lead = 1 if done > 0 else 0
+        # At most a few blocks in flight: decoding may outrun the measuring.
+        pending = [f for f in futures if not f.done()]
+        if len(pending) >= 2:
+            pending[0].result()
+        futures.append(pool.submit(measure, segment(done - lead, stop), stop - done + lead, lead))
+        # ``held`` drops what no later block reads: everything before the next block's
+        # lead hop's window.
+        done = stop
+        keep = max((done - 1) * hop - pad, held_start)
+        held = held[keep - held_start:]
+        held_start = keep
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="facetalk-features") as pool:
+        for chunk in chunks:
+            held = np.concatenate([held, np.asarray(chunk, np.float32)])
+            total += len(chunk)
+            # Hop h is complete once samples up to h*hop - pad + win are in.
+            while (total - win + pad) // hop + 1 - done >= STREAM_BLOCK_HOPS:
+                submit(pool, done + STREAM_BLOCK_HOPS)
+        if total == 0:
+            raise ValueError("no samples")
+        n = -(-total // hop)
+        while done < n:
+            submit(pool, min(done + STREAM_BLOCK_HOPS, n))
+        parts = [f.result() for f in futures]
+    return RawFeatures(1.0 / HOP_S, *(np.concatenate([p[k] for p in parts]) for k in RAW_FIELDS),
+                       sr)
+
+
+def analyze_stream(chunks: Iterable[np.ndarray], sr: int) -> Features:
+    """:func:`analyze` of a signal that arrives in chunks (see :func:`raw_features_stream`)."""
+    raw = raw_features_stream(chunks, sr)
+    return derive(raw, *_levels(raw.db))
 
 
 def derive(raw: RawFeatures, floor_db: float, peak_db: float) -> Features:

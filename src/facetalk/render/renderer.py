@@ -13,11 +13,11 @@ at setup, so a frame costs 1.5 samples per pixel instead of 3 plus a colour conv
 the mouth and eyes, composited in RGB, are converted patch by patch (with OpenCV 4,
 whose one-channel remap is slow, it renders RGB and converts: see PLANAR).
 
-Speed: the portrait region is resampled once, at setup, to the output's scale (a
-Lanczos upscale when the face is enlarged). Per frame, the content is then band-limited
-at output scale, so a bilinear read keeps its sharpness at a fraction of the cost of a
-bicubic one; where the output is not larger than the portrait, the quality tier reads
-with bicubic/Lanczos kernels instead.
+Speed: the portrait region is resampled once, at setup, to the scale the output needs
+(an area filter when shrinking, Lanczos when enlarging; 1.5x supersampled in the quality
+tier), so the per-frame cost follows the output's size, not the portrait's. Per frame,
+the content is then band-limited near output scale and a bilinear read keeps its
+sharpness at a fraction of the cost of a bicubic or Lanczos one (see working_scale).
 """
 
 from __future__ import annotations
@@ -40,9 +40,28 @@ from .rig import warm_up as warm_up_rig
 
 #: Margin of portrait kept around the frame so head motion never samples past an edge.
 WORK_MARGIN = 0.25
-#: Enlargement (output px per portrait px) from which the working image is pre-upscaled
-#: and read bilinearly per frame.
+#: Enlargement (output px per portrait px) from which the fast tier's working image is
+#: pre-upscaled.
 PREFILTER_FROM = 2.0
+#: The quality tier's working image, in pixels per output pixel (per axis), by how much
+#: the framing enlarges the portrait: below 1 (a large photo), from 1 to PREFILTER_FROM,
+#: and beyond; every band is read bilinearly. Measured on the face (Laplacian variance
+#: against the portrait resized to the output, see measure.bench.sharpness_ratio), each is
+#: the smallest that keeps the sharpness of the Lanczos/bicubic reads from the portrait it
+#: replaces: phone portrait at 512 (scale 0.57): 0.97 from 1.5x vs 0.90 before (1.25x:
+#: 0.62, 1x: 0.51); at 768 (0.86): 1.61 vs 0.76. Between 1 and 2 no supersampling would
+#: do (phone portrait at 1024, scale 1.15: 0.52 from 1x, 0.76 from 1.5x, 0.98 from 2x vs
+#: 1.24 before): the portrait's finest detail is at output pixel scale there, so the
+#: working image is pre-emphasized instead (see EMPHASIS). The bundled portrait (scale
+#: 3.4 and 6.9) keeps 1x, as before.
+SUPERSAMPLE = (1.5, 1.0, 1.0)
+#: Pre-emphasis of the working image where the quality tier enlarges the portrait less
+#: than PREFILTER_FROM: the separable kernel [-e, 1 + 2e, -e], applied once, offsets the
+#: average softening of the per-frame bilinear read (whose response at a random sub-pixel
+#: offset falls off towards the pixel scale). Measured on the encoded output (phone
+#: portrait at 1024, 10 s, face of the first frame): 1.01 at 0.12, 1.15 at 0.14, 1.31 at
+#: 0.16, against 1.07 for the Lanczos read it replaces at a fraction of its cost.
+EMPHASIS = 0.14
 BLINK = CONTROLS.index("blink_r")
 #: The smooth part of the backward map is rasterized on a grid this many times sparser.
 COARSE = 2
@@ -522,11 +541,29 @@ def _to_work(xy: np.ndarray, affine: _Affine) -> np.ndarray:
                      (xy[..., 1] - ry0 + 0.5) * ky - 0.5], axis=-1)
 
 
+def working_scale(scale: float, quality: bool) -> float:
+    """Working-image pixels per portrait pixel for a framing of ``scale`` (output px per
+    portrait px): what the per-frame reads need, whatever the portrait's resolution.
+
+    The fast tier works at output scale (shrunk with an area filter; enlarged with Lanczos
+    from PREFILTER_FROM on), the quality tier at SUPERSAMPLE times output scale; both read
+    it bilinearly per frame, instead of the quality tier's former Lanczos/bicubic reads
+    from the portrait: a 12 MP photo then costs per frame what a small one does.
+    """
+    if scale >= PREFILTER_FROM:
+        k = scale
+    elif quality:
+        k = scale * SUPERSAMPLE[0 if scale < 1.0 else 1]
+    else:
+        k = min(scale, 1.0)
+    return 1.0 if abs(k - 1.0) < 0.02 else k
+
+
 def _working_image(img: np.ndarray, framing: Framing, quality: bool
                    ) -> tuple[np.ndarray, _Affine, int]:
-    """The framed region plus margin, resampled once to output scale, its affine from the
-    portrait, and the per-frame interpolation (area filter when shrinking, Lanczos when
-    enlarging by PREFILTER_FROM or more, then read bilinearly)."""
+    """The framed region plus margin, resampled once to the working scale (area filter when
+    shrinking, Lanczos when enlarging; pre-emphasized, see EMPHASIS), its affine from the
+    portrait, and the per-frame interpolation (bilinear)."""
     ih, iw = img.shape[:2]
     fx0, fy0 = framing.to_image(np.array([-0.5, -0.5]))
     fx1, fy1 = framing.to_image(np.array([framing.out_w - 0.5, framing.out_h - 0.5]))
@@ -534,23 +571,20 @@ def _working_image(img: np.ndarray, framing: Framing, quality: bool
     rx0, ry0 = int(max(np.floor(fx0 - mx), 0)), int(max(np.floor(fy0 - my), 0))
     rx1, ry1 = int(min(np.ceil(fx1 + mx), iw)), int(min(np.ceil(fy1 + my), ih))
     region = img[ry0:ry1, rx0:rx1]
-    scale = framing.scale
-    if scale < 1.0 or scale >= PREFILTER_FROM:
-        ww, wh = max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))
-        filt = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LANCZOS4
+    k = working_scale(framing.scale, quality)
+    if k != 1.0:
+        ww, wh = max(1, round(region.shape[1] * k)), max(1, round(region.shape[0] * k))
+        filt = cv2.INTER_AREA if k < 1.0 else cv2.INTER_LANCZOS4
         work = cv2.resize(region, (ww, wh), interpolation=filt)
         kx, ky = ww / region.shape[1], wh / region.shape[0]
     else:
         work = np.ascontiguousarray(region)
         kx = ky = 1.0
-    upsample = scale / min(kx, ky)  # per-frame enlargement left to the kernel
-    if not quality or upsample >= PREFILTER_FROM or kx > 1.0:
-        interp = cv2.INTER_LINEAR
-    elif upsample >= 1.25:
-        interp = cv2.INTER_CUBIC
-    else:
-        interp = cv2.INTER_LANCZOS4
-    return work, (kx, ky, rx0, ry0), interp
+    if quality and k > 1.0 and framing.scale < PREFILTER_FROM:
+        # (Not at 1:1, k == 1: the portrait's own pixels are then the output's, bit for bit.)
+        kern = np.array([-EMPHASIS, 1.0 + 2.0 * EMPHASIS, -EMPHASIS], np.float32)
+        work = cv2.sepFilter2D(work, -1, kern, kern, borderType=cv2.BORDER_REPLICATE)
+    return work, (kx, ky, rx0, ry0), cv2.INTER_LINEAR
 
 
 def _still_frames(work: np.ndarray, base: np.ndarray, interp: int, framing: Framing
@@ -591,13 +625,30 @@ def _moving_region(rig: Rig, framing: Framing, quality: bool, affine: _Affine
     return (x0, y0, x1, y1), coarse, np.ascontiguousarray(coarse_base.astype(np.float32))
 
 
-def _portrait_colours(face: FaceModel, rig: Rig) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """Lip and skin colours sampled from the portrait itself, and whether the portrait
-    shows its own mouth interior (and teeth in it)."""
+def _face_crop(face: FaceModel) -> tuple[FaceModel, np.ndarray]:
+    """The face's neighbourhood (its landmark box and half its size around it) and the
+    integer offset of that crop: the colour and grain measurements read only pixels near
+    landmarks, so on the crop they give the same figures as on the whole portrait,
+    without full-size masks and filters over a large photo."""
+    x0, y0, x1, y1 = face.box
+    m = 0.5 * face.size + 16
+    h, w = face.image.shape[:2]
+    cx0, cy0 = int(max(np.floor(x0 - m), 0)), int(max(np.floor(y0 - m), 0))
+    cx1, cy1 = int(min(np.ceil(x1 + m), w)), int(min(np.ceil(y1 + m), h))
+    offset = np.array([cx0, cy0], np.float32)
+    lm = face.landmarks.copy()
+    lm[:, :2] -= offset
+    return FaceModel(image=face.image[cy0:cy1, cx0:cx1], landmarks=lm), offset
+
+
+def _portrait_colours(face: FaceModel, rig: Rig, offset: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """Lip and skin colours sampled from the portrait itself (``face``: a crop of it at
+    ``offset``), and whether the portrait shows its own mouth interior (and teeth in it)."""
     img, lm = face.image, face.landmarks
     lip_mask = np.zeros(img.shape[:2], np.uint8)
     outer = lm[list(L.MOUTH_OUTER_UP) + list(L.MOUTH_OUTER_LO[::-1]), :2]
-    inner = rig.src[np.concatenate([rig.mouth_up, rig.mouth_lo[::-1]])]
+    inner = rig.src[np.concatenate([rig.mouth_up, rig.mouth_lo[::-1]])] - offset
     cv2.fillPoly(lip_mask, [np.round(outer * 8).astype(np.int32)], 1, shift=3)
     cv2.fillPoly(lip_mask, [np.round(inner * 8).astype(np.int32)], 0, shift=3)
     lip_rgb = _mean_in(img, lip_mask, np.array([150.0, 80.0, 80.0], np.float32))
@@ -636,9 +687,8 @@ def _lid_colours(face: FaceModel, rig: Rig, skin_rgb: np.ndarray
 def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) -> Renderer:
     """Precompute the working image, still frame, moving region and colours.
 
-    ``quality`` selects the tier: bicubic/Lanczos reads where the face is not enlarged
-    (where it is, the prefiltered working image is read bilinearly in both tiers) and
-    the smooth part of the warp map on a 2x sparser grid (4x in the fast tier).
+    ``quality`` selects the tier: a 1.5x supersampled working image (see working_scale)
+    and the smooth part of the warp map on a 2x sparser grid (4x in the fast tier).
     """
     work, affine, interp = _working_image(face.image, framing, quality)
     gx = np.arange(framing.out_w, dtype=np.float64)
@@ -647,7 +697,8 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
     base = np.ascontiguousarray(_to_work(grid, affine).astype(np.float32))
     still, planes, still_i420 = _still_frames(work, base, interp, framing)
     roi, coarse, coarse_base = _moving_region(rig, framing, quality, affine)
-    lip_rgb, skin_rgb, portrait_open, portrait_teeth = _portrait_colours(face, rig)
+    crop, offset = _face_crop(face)
+    lip_rgb, skin_rgb, portrait_open, portrait_teeth = _portrait_colours(crop, rig, offset)
     gain = np.ones(len(CONTROLS), np.float32)
     if portrait_teeth:
         # The upper lip already sits on the teeth; raising it would bare a strip of gum.
@@ -657,9 +708,10 @@ def make_renderer(face: FaceModel, rig: Rig, framing: Framing, quality: bool) ->
     eye_fit = tuple(np.unique(np.concatenate([u, lo])) for u, lo in zip(rig.eye_up, rig.eye_lo,
                                                                         strict=True))
     src_work = _to_work(rig.src, affine)
-    mouth = build_mouth(work, lambda xy: _to_work(xy, affine), face.landmarks, rig, lip_rgb,
-                        skin_rgb, face.image, portrait_teeth)
-    lids, lash = _lid_colours(face, rig, skin_rgb)
+    # The landmarks and picture it is given only locate colour and grain samples: the crop.
+    mouth = build_mouth(work, lambda xy: _to_work(xy, affine), crop.landmarks, rig, lip_rgb,
+                        skin_rgb, crop.image, portrait_teeth)
+    lids, lash = _lid_colours(crop, rig, skin_rgb)
     kx, ky, rx0, ry0 = affine
     return Renderer(
         rig=rig, framing=framing, work=work, work_affine=(kx, ky, float(rx0), float(ry0)),
