@@ -20,7 +20,8 @@ all), and the median ratio and the range are printed as well: the machine's spee
 drift between runs, and one ratio moves with it.
 
 Each child reports its wall time, its CPU time (user + system, all threads), its peak
-RSS (``ru_maxrss``) and stage timings, and the render child the sharpness of its output
+RSS (``VmHWM``, or ``ru_maxrss`` without /proc) and stage timings, and the render child
+the sharpness of its output
 against the portrait (:func:`sharpness_ratio`); the parent prints them side by side. The
 memory workload renders a short and a long clip (30 minutes by default) and compares
 their peak RSS. Nothing is estimated: every figure is measured.
@@ -138,6 +139,15 @@ def sharpness_ratio(portrait: str, video: str, size: int, framing: str) -> float
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak RSS in MB: VmHWM where /proc has it. ru_maxrss survives execve
+    on Linux, so a child started by a parent that held a long clip would report the
+    parent's peak; VmHWM belongs to the new address space and starts afresh."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:  # pragma: no cover - not Linux
+        pass
     # ru_maxrss is in kilobytes on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
