@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from facetalk.service.celery.state import EVENTS
+from facetalk.service.celery.tasks import HEARTBEAT_S
 from facetalk.service.jobs.storage import Storage
 from helpers.queue import RedisServer, WorkerProcess
 from helpers.service import Server, decode_mp4, submit, wait_for, wait_gone
@@ -54,6 +55,37 @@ def audit_lines(storage: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in (storage / "audit.log").read_text().splitlines()]
 
 
+def catch_mid_render(server: RedisServer, timeout: float = 120.0) -> tuple[str, dict[str, Any]]:
+    """(worker, {"id", "frames_done"}) of a job caught in the first half of its frames.
+
+    The workers' progress events in Redis are the freshest source (the API mirrors them
+    every 0.5 s, heartbeats name current jobs every 2 s)."""
+    client = redis.Redis.from_url(server.url)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        latest: dict[bytes, dict[bytes, bytes]] = {}
+        for _, event in client.xrevrange(EVENTS, count=500):  # newest first
+            latest.setdefault(event[b"job"], event)
+        for job_id, event in latest.items():
+            if event[b"kind"] != b"progress":
+                continue
+            done = int(json.loads(event[b"data"])["done"])
+            if 0 < done <= FRAMES // 2:
+                return event[b"worker"].decode(), {"id": job_id.decode(), "frames_done": done}
+        time.sleep(0.01)
+    raise AssertionError(f"no render caught in its first half within {timeout} s")
+
+
+def wait_listed(http: httpx.Client, pred: Any, timeout: float) -> dict[str, dict[str, Any]]:
+    """GET /v1/workers until ``pred(workers by name)`` holds; the last listing either way."""
+    end = time.monotonic() + timeout
+    while True:
+        listed = {w["name"]: w for w in http.get("/v1/workers").json()["workers"]}
+        if pred(listed) or time.monotonic() > end:
+            return listed
+        time.sleep(0.2)
+
+
 def assert_clean_outputs(http: httpx.Client, storage: Path, jobs: dict[str, dict[str, Any]]) -> None:
     """Every job's MP4 decodes completely; no half-written file is left anywhere."""
     for job_id, job in jobs.items():
@@ -77,26 +109,8 @@ def test_twelve_jobs_two_workers_one_killed_mid_render(
                 t0 = time.monotonic()
                 ids = [submit(http, portrait_bytes, speech_bytes, **JOB, seed=str(i)).json()["id"]
                        for i in range(12)]
-                # Catch a worker in the middle of rendering frames, then kill all of it. The
-                # workers' progress events in Redis are the freshest source (the API mirrors
-                # them every 0.5 s, heartbeats name current jobs every 2 s).
-                client = redis.Redis.from_url(redis_server.url)
-                victim_name = victim_job = None
-                end = time.monotonic() + 120
-                while victim_job is None and time.monotonic() < end:
-                    latest: dict[bytes, dict[bytes, bytes]] = {}
-                    for _, event in client.xrevrange(EVENTS, count=500):  # newest first
-                        latest.setdefault(event[b"job"], event)
-                    for job_id, event in latest.items():
-                        if event[b"kind"] != b"progress":
-                            continue
-                        done = int(json.loads(event[b"data"])["done"])
-                        if 0 < done <= FRAMES // 2:
-                            victim_name = event[b"worker"].decode()
-                            victim_job = {"id": job_id.decode(), "frames_done": done}
-                            break
-                    time.sleep(0.01)
-                assert victim_job is not None and victim_name is not None, "no render caught"
+                # Catch a worker in the middle of rendering frames, then kill all of it.
+                victim_name, victim_job = catch_mid_render(redis_server)
                 victim = by_name[victim_name]
                 killed = victim.kill9()
                 t_kill = time.monotonic()
@@ -120,7 +134,11 @@ def test_twelve_jobs_two_workers_one_killed_mid_render(
                 assert moves == [(None, "queued", None), ("queued", "running", victim.name),
                                  ("running", "queued", None), ("queued", "running", survivor.name),
                                  ("running", "succeeded", None)]
-                listed = {w["name"]: w for w in http.get("/v1/workers").json()["workers"]}
+                # The killed machine's hash lives out its TTL (the lease, at least three
+                # heartbeats) and the monitor reads it every 0.5 s: the survivor may finish the
+                # last jobs before then, so the listing is awaited, not read once.
+                listed = wait_listed(http, lambda ws: not ws[victim.name]["alive"],
+                                     timeout=3 * HEARTBEAT_S + victim.lease + 5.0)
                 assert listed[survivor.name]["alive"] and not listed[victim.name]["alive"]
                 assert listed[survivor.name]["jobs"]["succeeded"] >= 7
                 text = http.get("/metrics").text
@@ -147,7 +165,9 @@ def test_redis_restart_mid_run_loses_no_accepted_job(
         with api, api.client() as http:
             before = [submit(http, portrait_bytes, speech_bytes, **JOB, seed=str(i)).json()["id"]
                       for i in range(5)]
-            wait_for(http, before[0], ("running",), pred=lambda j: j["frames_done"] > 0)
+            # Kill Redis while a render is under way (caught from the workers' own progress
+            # events: a short job can finish between two polls of the API's mirror).
+            catch_mid_render(redis_server)
             redis_server.kill9()
             # Accepted while Redis is down: durable in the API's database, published later.
             during = []
