@@ -167,3 +167,24 @@ def test_photo_lower_teeth_do_not_ride_on_the_lip(astronaut: np.ndarray) -> None
     assert np.median(band[inner]) >= depth_px - 0.5, band[inner]
     assert np.median(band[inner]) <= depth_px + 2.5, band[inner]
     assert np.median(plain[inner]) < 2.0, plain[inner]
+
+
+def test_teeth_the_search_cannot_find_are_drawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A portrait judged to show its teeth whose teeth the edge search then cannot trace
+    (faint, grey, behind a reflection) got an opening with no upper teeth at all. Here a
+    closed mouth is declared toothy: the layer must still hold drawn upper teeth."""
+    import facetalk.render.renderer as renderer_module
+
+    real = renderer_module._portrait_colours
+
+    def toothy(*args: object, **kwargs: object) -> tuple[object, object, bool, bool]:
+        lip, skin, is_open, _ = real(*args, **kwargs)  # type: ignore[arg-type]
+        return lip, skin, is_open, True
+
+    monkeypatch.setattr(renderer_module, "_portrait_colours", toothy)
+    face = analyze_face(load_portrait(HOPPER))
+    r = make_renderer(face, build_rig(face.landmarks),
+                      plan_framing(face, GenerationOptions(min_resolution=512)), True)
+    assert r.portrait_teeth and not r.mouth.own_teeth
+    covered = (r.mouth.upper[..., 3] > 0.9).sum()
+    assert covered > 0.3 * r.px_per_iod ** 2 * 0.05  # a row of teeth, not a few stray pixels

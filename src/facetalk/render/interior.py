@@ -39,6 +39,11 @@ LOWER_TEETH = ((5.3, 9.0, 0.0, 1.0), (5.0, 9.0, 0.1, 0.95), (4.5, 10.0, -0.2, 0.
                (3.2, 8.0, 0.5, 0.72), (2.6, 7.5, 1.0, 0.6), (2.6, 7.0, 1.6, 0.48))
 #: Central upper incisal edge below the closed lip line (IOD).
 UPPER_SHOW = 0.058
+#: The portrait's own upper teeth are used when they show at least this much below the
+#: upper lip (mm). Where the search finds none (a bright mouth that is not teeth, teeth
+#: too faint to trace) the opening would have no upper teeth at all: they are drawn.
+#: (Drawing them for slivers up to 4 mm as well was judged no more real: round 8.)
+MIN_OWN_TEETH_MM = 1.0
 #: Vertical overlap of the upper incisors over the lower ones (mm).
 OVERBITE_MM = 1.6
 #: The tongue's top (its dorsum, seen from the front) rises this far above the lower
@@ -379,10 +384,13 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     grain = _grain_layers(rng, g.shape, photo_grain(img, lm, rig.frame.iod), g.px_mm)
     low_edge = g.v_up0 + UPPER_SHOW * IOD_MM - OVERBITE_MM
     if own_teeth:
-        upper = _own_upper(work, g.x0, g.y0, *g.shape, to_work(rig.src), rig, g.ppi)
+        upper, shown = _own_upper(work, g.x0, g.y0, *g.shape, to_work(rig.src), rig, g.ppi)
         own_px = upper[..., 3] > 0.6
         if own_px.sum() > 10:
             teeth_rgb = np.median(upper[own_px][:, :3], axis=0)
+        # No edge found (or a hairline): drawn teeth, in the colour of the portrait's own.
+        own_teeth = shown / g.px_mm >= MIN_OWN_TEETH_MM
+    if own_teeth:
         # The lower incisors tuck under the portrait's own upper edge.
         rows = np.where(upper[..., 3].max(axis=1) > 0.5)[0]
         if len(rows):
@@ -503,8 +511,10 @@ def _teethness(rgb: np.ndarray, lip: np.ndarray) -> np.ndarray:
 
 
 def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.ndarray,
-               rig: Rig, ppi: float) -> np.ndarray:
-    """The portrait's own upper teeth as an RGBA layer, cut at their own lower edge."""
+               rig: Rig, ppi: float) -> tuple[np.ndarray, float]:
+    """The portrait's own upper teeth as an RGBA layer, cut at their own lower edge, and
+    how far they show below the upper lip in the middle half of the row (px; 0 when no
+    edge was found)."""
     H, W = work.shape[:2]
     ys = np.clip(np.arange(by0, by0 + h), 0, H - 1)
     xs = np.clip(np.arange(bx0, bx0 + w), 0, W - 1)
@@ -565,6 +575,13 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
                               sigmaX=max(0.8, 0.01 * ppi), borderType=cv2.BORDER_REPLICATE)
         e[inside] = sm[0]
         edge = e
+    shown = 0.0
+    if len(found) >= 3:
+        mid = np.arange(found[0], found[-1] + 1)
+        mid = mid[len(mid) // 4: max(len(mid) // 4 + 1, 3 * len(mid) // 4)]
+        gap = edge[mid] - y_up[mid]
+        gap = gap[np.isfinite(gap)]
+        shown = float(np.median(gap)) if gap.size else 0.0
     rows = np.arange(h, dtype=np.float64)[:, None]
     a = np.clip(edge[None, :] - rows + 0.5, 0.0, 1.0)
     # The photo's own pixels above the edge are kept as they are, gaps and shading
@@ -580,4 +597,4 @@ def _own_upper(work: np.ndarray, bx0: int, by0: int, h: int, w: int, src_w: np.n
             col[:r, x] = patch[r, x]
     out[..., :3] = col
     out[..., 3] = alpha
-    return out
+    return out, shown
