@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from facetalk.measure.procs import process_tree, rss_bytes
+
 RSS_LIMIT = 1024**3
 HEALTHZ_LIMIT_MS = 100.0
 HOST = "127.0.0.1"
@@ -226,9 +228,9 @@ class Probe:
     def _sample_memory_disk(self) -> None:
         assert self.proc is not None
         while not self.stop.is_set():
-            tree = _tree(self.proc.pid)
-            api = _rss(self.proc.pid)
-            helpers = sum(_rss(p) for p in tree if p != self.proc.pid)
+            tree = process_tree(self.proc.pid)
+            api = rss_bytes([self.proc.pid])
+            helpers = rss_bytes(p for p in tree if p != self.proc.pid)
             disk = _du(self.storage) + _du(self.tmpdir)
             b = self.current
             b.rss, b.helpers_rss, b.disk = max(b.rss, api), max(b.helpers_rss, helpers), max(b.disk, disk)
@@ -282,25 +284,6 @@ while True:
     print(status, round(ms, 2), round(control_ms, 2), flush=True)
     time.sleep(max(0.0, 0.05 - ms / 1000))
 """
-
-
-def _rss(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return out
 
 
 def _du(folder: Path) -> int:

@@ -17,6 +17,7 @@ import av
 import httpx
 from starlette.testclient import TestClient
 
+from facetalk.measure.procs import process_tree
 from facetalk.service.jobs.store import CANCELLED, FAILED, SUCCEEDED
 
 TINY = {"min_resolution": "256", "inference_steps": "5"}
@@ -44,29 +45,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (Linux /proc)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return out
-
-
-def rss_bytes(pids: list[int]) -> int:
-    """Summed resident memory of ``pids`` (those still alive)."""
-    total = 0
-    for p in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
 
 
 def alive(pid: int) -> bool:

@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers.service import Server, rss_bytes
+from facetalk.measure.procs import rss_bytes
+from helpers.service import Server
 
 pytestmark = pytest.mark.slow
 
