@@ -341,8 +341,7 @@ def photo_blur(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm
     """The photo's blur around the mouth at working scale (Gaussian sigma, px), from the
     steepest gradient across the lips' edges relative to their contrast: synthesized
     teeth as crisp as a sharp photo's look pasted into a soft one, and the other way round."""
-    gray = cv2.cvtColor(work, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    h, w = gray.shape
+    h, w = work.shape[:2]
     half = max(4, int(0.06 * iod_work))
     sigmas = []
     for idx in _LIP_EDGES:
@@ -350,7 +349,9 @@ def photo_blur(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], lm
         xi, yi = int(round(x)), int(round(y))
         if not (1 <= xi < w - 1 and half <= yi < h - half):
             continue
-        prof = gray[yi - half:yi + half + 1, xi - 1:xi + 2].mean(axis=1)
+        # Only the few columns read are converted (not the whole working image).
+        patch = np.ascontiguousarray(work[yi - half:yi + half + 1, xi - 1:xi + 2])
+        prof = cv2.cvtColor(patch, cv2.COLOR_RGB2GRAY).astype(np.float32).mean(axis=1)
         q = max(2, len(prof) // 4)
         contrast = abs(float(prof[:q].mean() - prof[-q:].mean()))
         grad = float(np.abs(np.diff(prof)).max())
@@ -426,9 +427,13 @@ def _corner_reach(img: np.ndarray, rig: Rig, lip_rgb: np.ndarray) -> np.ndarray:
     frame = rig.frame
     pts = np.concatenate([rig.src[rig.mouth_up], rig.src[rig.mouth_lo]]).astype(np.float64)
     along = (pts - frame.origin) @ frame.ex
-    gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
     dark = 0.6 * float(lip_rgb @ np.array([0.299, 0.587, 0.114]))
-    h, w = gray.shape
+    h, w = img.shape[:2]
+    # Grey only around the mouth, where the rays run (not the whole picture).
+    reach = CORNER_REACH_MAX * frame.iod + 2.0
+    gx0, gy0 = (max(0, int(np.floor(v - reach))) for v in pts.min(axis=0))
+    gx1, gy1 = (int(np.ceil(v + reach)) + 1 for v in pts.max(axis=0))
+    gray = cv2.cvtColor(np.ascontiguousarray(img[gy0:gy1, gx0:gx1]), cv2.COLOR_RGB2GRAY)
     out = np.zeros((2, 2))
     for side, (i, sign) in enumerate(((int(np.argmin(along)), -1.0), (int(np.argmax(along)), 1.0))):
         p = pts[i]
@@ -436,7 +441,7 @@ def _corner_reach(img: np.ndarray, rig: Rig, lip_rgb: np.ndarray) -> np.ndarray:
         for k in range(int(CORNER_REACH_MAX * frame.iod / 0.5) + 1):
             q = p + sign * (k + 1) * 0.5 * frame.ex
             qx, qy = int(round(q[0])), int(round(q[1]))
-            if not (0 <= qx < w and 0 <= qy < h) or gray[qy, qx] >= dark:
+            if not (0 <= qx < w and 0 <= qy < h) or gray[qy - gy0, qx - gx0] >= dark:
                 break
         out[side] = sign * k * 0.5 * frame.ex
     return out
