@@ -24,6 +24,8 @@ from itertools import pairwise
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import _kernels
+
 HOP_S = 0.010
 WIN_S = 0.025
 LPC_ORDER = 12
@@ -349,19 +351,10 @@ def _vad(db: np.ndarray, floor: float, peak: float) -> np.ndarray:
 
 
 def _fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:
-    """Flip runs of ``value`` shorter than ``max_len`` that sit between other runs."""
-    n = len(mask)
-    i = 0
-    while i < n:
-        if mask[i] == value:
-            j = i
-            while j < n and mask[j] == value:
-                j += 1
-            if i > 0 and j < n and (j - i) <= max_len:
-                mask[i:j] = not value
-            i = j
-        else:
-            i += 1
+    """Flip runs of ``value`` shorter than ``max_len`` that sit between other runs.
+
+    Compiled: the live driver runs this on its whole window for every frame."""
+    _kernels.fill_short(mask, bool(value), int(max_len))
 
 
 def _pitch_lags(frames: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:

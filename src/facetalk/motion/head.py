@@ -4,9 +4,11 @@ brows raised on pitch accents."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
+from . import _kernels
 from .features import Features
 from .filters import _smooth, running_max
 
@@ -31,13 +33,15 @@ def stress_peaks(feat: Features) -> list[tuple[int, float, float]]:
     # knows the voice's levels) is one peak, not one per hop: only where the plateau starts.
     starts = np.ones(len(env), bool)
     starts[1:] = env[1:] != env[:-1]
-    for i in np.nonzero((env == local_max) & (env > 0.35) & starts)[0]:
-        prom = env[i] - env[max(0, i - 2 * w_before):i + 1].min()
+    candidates = np.flatnonzero((env == local_max) & (env > 0.35) & starts)
+    if len(candidates) == 0:
+        return peaks
+    # Prominence over the dip before, and (pitch accent) the median F0 of the last 3 s.
+    proms, refs = _kernels.peak_refs(env, f0, voiced, candidates, 2 * w_before, int(3 * rate))
+    for i, prom, ref in zip(candidates.tolist(), proms.tolist(), refs.tolist(), strict=True):
         if prom <= 0.2:
             continue
         # Pitch accent: this syllable's F0 against the median of the last 3 s.
-        past = voiced[max(0, i - int(3 * rate)):i + 1]
-        ref = float(np.median(f0[max(0, i - int(3 * rate)):i + 1][past])) if past.sum() > 10 else 0.0
         accent = 12 * np.log2(f0[i] / ref) if ref > 0 and f0[i] > 0 else 0.0
         peaks.append((int(i), float(min(1.0, prom)), float(accent)))
     return peaks
@@ -70,6 +74,14 @@ def _bump(tt: np.ndarray, rise: float, decay: float) -> np.ndarray:
     return np.where(tt < 0, 0.0, np.where(tt < rise, up, tail))
 
 
+@lru_cache(maxsize=4096)
+def _turn_tilt(seed: int) -> tuple[float, float]:
+    """A syllable's turn and tilt draws (the live driver meets each syllable in ~75
+    frames; a generator costs more than the rest of its motion)."""
+    r = np.random.default_rng(seed)
+    return float(r.uniform(-0.6, 0.6)), float(r.uniform(-0.5, 0.5))
+
+
 def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: float,
                    activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Head pose (n, 5) and brow raise (n,) per hop of ``feat`` (starting at ``t0`` s).
@@ -94,16 +106,27 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
         drift = waves.sum(0) / np.sqrt(0.5 * float((style.weights[axis] ** 2).sum()))
         pose[:, axis] = amp * deg * 0.6 * drift
     pose[:, :3] *= (0.7 + 0.5 * activity)[:, None]
-    for i, prom, accent in stress_peaks(feat):
-        start = (i / rate) + PEAK_CONFIRM_S
-        bump = _bump(np.arange(n) / rate - start, 0.15, 0.3)
-        # Direction of the small turn and tilt: fixed per syllable by its absolute time.
-        r = np.random.default_rng(style.turn_seed + int(round((t0 + i / rate) * 100)))
-        pose[:, 1] += 1.4 * deg * prom * bump
-        pose[:, 0] += float(r.uniform(-0.6, 0.6)) * deg * prom * bump
-        pose[:, 2] += float(r.uniform(-0.5, 0.5)) * deg * prom * bump
-        if accent > 1.5:
-            brow += 0.55 * prom * _bump(np.arange(n) / rate - start, 0.12, 0.35)
+    peaks = stress_peaks(feat)
+    if peaks:
+        # All syllables' bumps at once (the same values as one by one), added in order.
+        hops = np.arange(n) / rate
+        starts = np.array([(i / rate) + PEAK_CONFIRM_S for i, _, _ in peaks])
+        tt = hops[None, :] - starts[:, None]
+        bumps = _bump(tt, 0.15, 0.3)
+        turn, nod, tilt = [], [], []
+        for i, prom, _ in peaks:
+            # Direction of the small turn and tilt: fixed per syllable by its absolute time.
+            u_turn, u_tilt = _turn_tilt(style.turn_seed + int(round((t0 + i / rate) * 100)))
+            nod.append(1.4 * deg * prom)
+            turn.append(u_turn * deg * prom)
+            tilt.append(u_tilt * deg * prom)
+        _kernels.add_rows(pose[:, 1], np.array(nod), bumps)
+        _kernels.add_rows(pose[:, 0], np.array(turn), bumps)
+        _kernels.add_rows(pose[:, 2], np.array(tilt), bumps)
+        accented = [k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5]
+        if accented:
+            raise_ = _bump(tt[accented], 0.12, 0.35)
+            _kernels.add_rows(brow, np.array([0.55 * peaks[k][1] for k in accented]), raise_)
     pose[:, 3] = 0.01 * pose[:, 0] / deg  # a turn carries the head sideways a little
     pose[:, 4] = 0.006 * pose[:, 1] / deg
     return pose * motion_scale, np.clip(brow * motion_scale, 0.0, 1.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _kernels
 from .features import Features
 from .filters import LOOKAHEAD_S, _ema, _runs, _smooth, _window_sum, running_max
 
@@ -253,33 +254,24 @@ def bilabial_closures(feat: Features) -> np.ndarray:
     # in a noisy room (10 dB SNR) 14 dB is never reached. Ask for 70 % of the way down
     # to the floor, between STOP_DIP_MIN_DB and STOP_DIP_DB.
     depth = np.clip(0.7 * (env_long - feat.floor_db), STOP_DIP_MIN_DB, STOP_DIP_DB)
-    for s, e in _runs((feat.db < env_long - depth) & after_speech):
-        if (e - s) / rate >= 0.03:
-            press[s:e] = 1.0
+    _kernels.mark_runs(press, (feat.db < env_long - depth) & after_speech, rate, 0.03)
     low, high = denoised_shares(feat)
     bar = (feat.voiced & (low > 0.95) & (high < 0.03) & (feat.db < env_long - BAR_DIP_DB)
            & (feat.db > feat.floor_db + 3.0))
-    for s, e in _runs(bar):
-        if (e - s) / rate >= 0.02:
-            press[s:e] = 1.0
+    _kernels.mark_runs(press, bar, rate, 0.02)
     # Murmurs: /n/ and /ng/ qualify too (their place is not told apart here), a brief
     # closure like the alveolar stops'.
     murmur = ((low > MURMUR_LOW) & (high < 0.05) & feat.vad & (feat.db < env_long - MURMUR_DIP_DB)
               & (feat.db > feat.floor_db + 3.0))
     core = int(round(MURMUR_CORE_S * rate / 2))
-    for s, e in _runs(murmur):
-        if (e - s) / rate >= 0.03:
-            # Only its quietest moment: the lips show shut in one frame, while closing the
-            # whole murmur (often 30-50 % of the vowels' amplitude) took the mouth away
-            # from the loudness (tune speakers, re-tracked: median r 0.82 -> 0.78).
-            c = s + int(np.argmin(feat.db[s:e]))
-            press[max(s, c - core):min(e, c + core + 1)] = 1.0
+    # Only its quietest moment: the lips show shut in one frame, while closing the whole
+    # murmur (often 30-50 % of the vowels' amplitude) took the mouth away from the loudness
+    # (tune speakers, re-tracked: median r 0.82 -> 0.78).
+    _kernels.mark_run_cores(press, murmur, np.ascontiguousarray(feat.db), rate, 0.03, core)
     labial = _smooth(feat.labial, 0.02, rate) < LABIAL_MAX
     nasal = (feat.voiced & (feat.low_ratio > 0.8) & (feat.high_ratio < 0.05) & labial
              & ((feat.db < env - 5.0) | (feat.db < env_long - 6.0)))
-    for s, e in _runs(nasal):
-        if (e - s) / rate >= 0.03:
-            press[s:e] = 1.0
+    _kernels.mark_runs(press, nasal, rate, 0.03)
     return press
 
 
@@ -297,8 +289,8 @@ def denoised_shares(feat: Features) -> tuple[np.ndarray, np.ndarray]:
     power = 10 ** (feat.db / 10.0)
     noise = 10 ** (feat.floor_db / 10.0)
     signal = np.maximum(power - noise, 1e-12)
-    low = (feat.low_ratio * power - float(np.median(feat.low_ratio[quiet])) * noise) / signal
-    high = (feat.high_ratio * power - float(np.median(feat.high_ratio[quiet])) * noise) / signal
+    low = (feat.low_ratio * power - float(_kernels.median(feat.low_ratio[quiet])) * noise) / signal
+    high = (feat.high_ratio * power - float(_kernels.median(feat.high_ratio[quiet])) * noise) / signal
     return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
@@ -309,7 +301,7 @@ def burst_onsets(feat: Features) -> np.ndarray:
     anticipatory opening.
     """
     out = np.zeros(feat.n, bool)
-    flux_ref = float(np.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
+    flux_ref = float(_kernels.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
     for s, _ in _runs(feat.vad):
         window = slice(s, min(feat.n, s + 3))
         if s > 0 and feat.flux[window].max(initial=0.0) > 2.0 * flux_ref:

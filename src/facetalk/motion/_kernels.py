@@ -1,0 +1,205 @@
+"""Compiled loops of the motion model: the live driver re-plans a ~3 s window for every
+frame, in the server's one process, so its per-hop loops must neither hold the GIL nor
+cost a Python call per element.
+
+Each kernel does exactly the arithmetic of the numpy code it replaces, in the same order
+(no fastmath, so no reassociation or fused multiply-adds): the results are bit for bit
+the same. Transcendental functions (exp, log, sin) stay in numpy, whose vectorized
+versions may differ from libm's in the last bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import configure_cache
+
+configure_cache()
+from numba import njit  # noqa: E402 - after the cache folder is chosen
+
+
+@njit(cache=True, nogil=True)
+def fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:  # pragma: no cover - compiled
+    """Flip runs of ``value`` no longer than ``max_len`` that sit between other runs."""
+    n = len(mask)
+    i = 0
+    while i < n:
+        if mask[i] == value:
+            j = i
+            while j < n and mask[j] == value:
+                j += 1
+            if i > 0 and j < n and (j - i) <= max_len:
+                for k in range(i, j):
+                    mask[k] = not value
+            i = j
+        else:
+            i += 1
+
+
+@njit(cache=True, nogil=True)
+def running_max(x: np.ndarray, before: int, after: int) -> np.ndarray:  # pragma: no cover
+    """Maximum over ``before`` samples back and ``after`` ahead, edges held (NaN wins)."""
+    n = len(x)
+    out = np.empty(n, x.dtype)
+    for i in range(n):
+        lo = max(0, i - before)
+        hi = min(n, i + after + 1)
+        m = x[lo]
+        for j in range(lo + 1, hi):
+            if m != m:
+                break
+            v = x[j]
+            if v > m or v != v:
+                m = v
+        out[i] = m
+    return out
+
+
+@njit(cache=True, nogil=True)
+def ema(x: np.ndarray, a: float, acc: float) -> np.ndarray:  # pragma: no cover - compiled
+    """Causal EMA with step ``a`` from ``acc``: ``acc += a * (x - acc)`` per sample."""
+    out = np.empty(len(x))
+    for i in range(len(x)):
+        acc += a * (float(x[i]) - acc)
+        out[i] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def window_sum(x: np.ndarray, before: int, after: int) -> np.ndarray:  # pragma: no cover
+    """Sum over ``before`` samples back and ``after`` ahead (clipped at the edges), as the
+    difference of a running sum (np.cumsum adds in order too)."""
+    n = len(x)
+    c = np.empty(n + 1)
+    c[0] = 0.0
+    if n:
+        acc = float(x[0])
+        c[1] = acc
+        for i in range(1, n):
+            acc = acc + float(x[i])
+            c[i + 1] = acc
+    out = np.empty(n)
+    for i in range(n):
+        out[i] = c[min(i + after + 1, n)] - c[max(i - before, 0)]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Starts and ends (exclusive) of the True runs of ``mask``."""
+    n = len(mask)
+    starts = np.empty(n // 2 + 1, np.int64)
+    ends = np.empty(n // 2 + 1, np.int64)
+    k = 0
+    i = 0
+    while i < n:
+        if mask[i]:
+            j = i
+            while j < n and mask[j]:
+                j += 1
+            starts[k] = i
+            ends[k] = j
+            k += 1
+            i = j
+        else:
+            i += 1
+    return starts[:k], ends[:k]
+
+
+@njit(cache=True, nogil=True)
+def mark_runs(out: np.ndarray, mask: np.ndarray, rate: float, min_s: float) -> None:  # pragma: no cover
+    """Set ``out`` to 1 over every True run of ``mask`` lasting at least ``min_s`` seconds."""
+    n = len(mask)
+    i = 0
+    while i < n:
+        if mask[i]:
+            j = i
+            while j < n and mask[j]:
+                j += 1
+            if (j - i) / rate >= min_s:
+                out[i:j] = 1.0
+            i = j
+        else:
+            i += 1
+
+
+@njit(cache=True, nogil=True)
+def mark_run_cores(out: np.ndarray, mask: np.ndarray, level: np.ndarray, rate: float, min_s: float,
+                   core: int) -> None:  # pragma: no cover - compiled
+    """Set ``out`` to 1 around the quietest hop (first minimum of ``level``), ``core`` hops
+    each side, of every True run of ``mask`` lasting at least ``min_s`` seconds."""
+    n = len(mask)
+    i = 0
+    while i < n:
+        if mask[i]:
+            j = i
+            while j < n and mask[j]:
+                j += 1
+            if (j - i) / rate >= min_s:
+                c = i  # np.argmin: the first minimum, or the first NaN
+                for k in range(i + 1, j):
+                    if level[c] != level[c]:
+                        break
+                    if level[k] < level[c] or level[k] != level[k]:
+                        c = k
+                out[max(i, c - core):min(j, c + core + 1)] = 1.0
+            i = j
+        else:
+            i += 1
+
+
+@njit(cache=True, nogil=True)
+def median(x: np.ndarray) -> float:  # pragma: no cover - compiled
+    """np.median of a non-empty 1-D array: the middle value, or the mean of the middle two
+    (their sum halved, as np.mean does); NaN if any value is NaN."""
+    s = np.sort(x.astype(np.float64))
+    n = len(s)
+    if s[n - 1] != s[n - 1]:
+        return np.nan
+    if n % 2:
+        return s[n // 2]
+    return (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+@njit(cache=True, nogil=True)
+def peak_refs(env: np.ndarray, f0: np.ndarray, voiced: np.ndarray, peaks: np.ndarray, dip_back: int,
+              pitch_back: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per candidate stress peak: its prominence over the lowest ``env`` up to ``dip_back``
+    hops before it, and the median voiced F0 over ``pitch_back`` hops up to it (0 if ten
+    or fewer hops are voiced)."""
+    m = len(peaks)
+    prom = np.empty(m)
+    ref = np.zeros(m)
+    for p in range(m):
+        i = peaks[p]
+        lo = env[max(0, i - dip_back)]
+        for j in range(max(0, i - dip_back) + 1, i + 1):
+            if lo != lo:
+                break
+            v = env[j]
+            if v < lo or v != v:
+                lo = v
+        prom[p] = env[i] - lo
+        a = max(0, i - pitch_back)
+        count = 0
+        for j in range(a, i + 1):
+            if voiced[j]:
+                count += 1
+        if count > 10:
+            vals = np.empty(count)
+            k = 0
+            for j in range(a, i + 1):
+                if voiced[j]:
+                    vals[k] = f0[j]
+                    k += 1
+            ref[p] = median(vals)
+    return prom, ref
+
+
+@njit(cache=True, nogil=True)
+def add_rows(out: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
+    """``out += coefs[k] * rows[k]`` for k in order (each product rounded, then added)."""
+    for k in range(rows.shape[0]):
+        c = coefs[k]
+        for j in range(rows.shape[1]):
+            out[j] = out[j] + c * rows[k, j]
