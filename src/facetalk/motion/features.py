@@ -16,7 +16,7 @@ second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
@@ -25,6 +25,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import _kernels
+from .filters import percentile_sorted
 
 HOP_S = 0.010
 WIN_S = 0.025
@@ -328,8 +329,16 @@ def _block_frames(x: np.ndarray, start: int, stop: int, hop: int, win: int) -> n
 
 def _levels(db: np.ndarray) -> tuple[float, float]:
     """Noise floor and speech peak (dB) of this recording, robust to long silences."""
-    floor = float(np.percentile(db, 10))
-    peak = float(np.percentile(db, 97))
+    return _floor_and_peak(float(np.percentile(db, 10)), float(np.percentile(db, 97)))
+
+
+def _levels_sorted(db: Sequence[float]) -> tuple[float, float]:
+    """:func:`_levels` of sorted, NaN-free levels (a live voice's, kept sorted)."""
+    return _floor_and_peak(percentile_sorted(db, 10), percentile_sorted(db, 97))
+
+
+def _floor_and_peak(floor: float, peak: float) -> tuple[float, float]:
+    """Floor and peak from the 10th and 97th percentile of the levels."""
     if peak - floor < 6.0:  # nearly constant level: silence, a tone, or noise
         floor = min(floor, peak - 40.0)
     # Digital silence sits at -180 dB; keep the floor meaningful for speech levels.

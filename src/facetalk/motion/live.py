@@ -3,17 +3,49 @@ running levels; frame *n* is planned once audio reaches n/fps + LOOKAHEAD_S."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..options import GenerationOptions
 from .blinks import BlinkScheduler
-from .features import RawFeatures, derive
+from .features import RawFeatures, _levels, _levels_sorted, derive
 from .filters import LOOKAHEAD_S, ema_alpha
 from .head import HeadStyle, head_and_brows
-from .mouth import bright_span, f2_span, mouth_curves, strong_f2
+from .mouth import bright_span, bright_span_sorted, f2_span, mouth_curves, strong_f2
 from .plan import frame_controls
+
+
+class _SortedWindow:
+    """The last ``size`` values in arrival order, and the same values sorted: percentiles
+    of a live voice are read for every frame, while only a few values change between
+    frames (bisecting them in costs far less than partitioning thousands again)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.values: list[float] = []
+        self.sorted: list[float] = []
+        self.nans = 0  # NaN values held: they cannot be kept in order
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def extend(self, values: list[float]) -> None:
+        """Add values; drop the oldest beyond ``size``."""
+        self.values.extend(values)
+        for v in values:
+            if v != v:
+                self.nans += 1
+            else:
+                bisect.insort(self.sorted, v)
+        drop = max(0, len(self.values) - self.size)
+        for v in self.values[:drop]:
+            if v != v:
+                self.nans -= 1
+            else:
+                del self.sorted[bisect.bisect_left(self.sorted, v)]
+        del self.values[:drop]
 
 
 class _RunningStats:
@@ -21,33 +53,51 @@ class _RunningStats:
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.db: list[float] = []
-        self.f2: list[float] = []
-        self.bright: list[float] = []
+        self._db = _SortedWindow(int(8 * rate))  # the last 8 s
+        self._f2 = _SortedWindow(3000)
+        self._bright = _SortedWindow(3000)
+
+    @property
+    def db(self) -> list[float]:
+        """Levels heard (dB), oldest first."""
+        return self._db.values
+
+    @property
+    def f2(self) -> list[float]:
+        """Trusted F2 values, oldest first."""
+        return self._f2.values
+
+    @property
+    def bright(self) -> list[float]:
+        """Trusted brightness values, oldest first."""
+        return self._bright.values
 
     def add(self, db: np.ndarray, f2_strong: np.ndarray, bright: np.ndarray | None = None) -> None:
-        self.db.extend(db.tolist())
-        self.f2.extend(f2_strong.tolist())
+        """Add the levels (and trusted F2 and brightness values) of newly settled hops."""
+        self._db.extend(db.tolist())
+        self._f2.extend(f2_strong.tolist())
         if bright is not None:
-            self.bright.extend(bright.tolist())
-        del self.db[: max(0, len(self.db) - int(8 * self.rate))]  # the last 8 s
-        del self.f2[: max(0, len(self.f2) - 3000)]
-        del self.bright[: max(0, len(self.bright) - 3000)]
+            self._bright.extend(bright.tolist())
 
     def levels(self) -> tuple[float, float]:
-        if len(self.db) >= int(1.5 * self.rate):
-            from .features import _levels
-
-            return _levels(np.array(self.db))
+        """Noise floor and speech peak (dB) so far."""
+        if len(self._db) >= int(1.5 * self.rate):
+            if self._db.nans:
+                return _levels(np.array(self._db.values))
+            return _levels_sorted(self._db.sorted)
         # Too little heard yet: assume speech peaks a little under the loudest so far.
-        peak = max(max(self.db, default=-50.0) - 3.0, -50.0)
+        peak = max(max(self._db.values, default=-50.0) - 3.0, -50.0)
         return peak - 45.0, peak
 
     def f2_span(self) -> tuple[float, float]:
-        return f2_span(np.asarray(self.f2))
+        """The F2 span so far (see :func:`f2_span`)."""
+        return f2_span(np.asarray(self._f2.values))
 
     def bright_span(self) -> tuple[float, float]:
-        return bright_span(np.asarray(self.bright))
+        """The brightness span so far (see :func:`bright_span`)."""
+        if self._bright.nans:
+            return bright_span(np.asarray(self._bright.values))
+        return bright_span_sorted(self._bright.sorted)
 
 
 @dataclass(frozen=True)
@@ -123,20 +173,20 @@ class MotionStream:
         act_alpha = ema_alpha(0.5, rate)  # the same activity curve as plan_motion's
         strong = strong_f2(feat)
         trusted = strong | (feat.voiced & (feat.loud > 0.4))  # as mouth.bright_range
-        for h in range(self.final, settle_to):
-            k = h - self.raw_start
-            if k < 0:
-                continue
-            speaking = bool(feat.vad[k])
-            self._act += act_alpha * (float(speaking) - self._act)
-            self.activity.append(self._act)
-            self.blink_curve.append(self.blinks.step(speaking) if self.blinks else 0.0)
-            self.stats.add(feat.db[k:k + 1], feat.f2[k:k + 1] if strong[k] else np.zeros(0),
-                           feat.bright[k:k + 1] if trusted[k] else np.zeros(0))
+        first = max(self.final, self.raw_start)  # hops before the window are gone
+        if settle_to > first:
+            settled = slice(first - self.raw_start, settle_to - self.raw_start)
+            for speaking in feat.vad[settled].tolist():
+                self._act += act_alpha * (float(speaking) - self._act)
+                self.activity.append(self._act)
+                self.blink_curve.append(self.blinks.step(speaking) if self.blinks else 0.0)
+            # Nothing reads the running stats before the next frame: added at once.
+            self.stats.add(feat.db[settled], feat.f2[settled][strong[settled]],
+                           feat.bright[settled][trusted[settled]])
         self.final = max(self.final, settle_to)
+        # No F2 span: the lips no longer use it (see mouth_curves).
         mouth = mouth_curves(feat, self.options.dynamic_scale, self.options.smooth_motion,
-                             self.stats.f2_span(), lookahead_s=LOOKAHEAD_S,
-                             bright_span=self.stats.bright_span())
+                             lookahead_s=LOOKAHEAD_S, bright_span=self.stats.bright_span())
         t0 = self.raw_start / rate
         act = np.array(self.activity[:feat.n])
         act = np.concatenate([act, np.full(feat.n - len(act), self._act)])
