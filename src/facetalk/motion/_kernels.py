@@ -203,3 +203,41 @@ def add_rows(out: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # p
         c = coefs[k]
         for j in range(rows.shape[1]):
             out[j] = out[j] + c * rows[k, j]
+
+
+@njit(cache=True, nogil=True)
+def closure_frames(closed: np.ndarray, rate: float, times: np.ndarray, fps: float
+                   ) -> np.ndarray:  # pragma: no cover - compiled
+    """plan._closure_frames over the True runs of ``closed`` (same comparisons, same order)."""
+    m = len(times)
+    out = np.zeros(m)
+    n = len(closed)
+    half = 0.5 / fps + 1e-9
+    i = 0
+    while i < n:
+        if not closed[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and closed[j]:
+            j += 1
+        t0, t1 = i / rate, j / rate
+        inside = False
+        for f in range(m):
+            if times[f] >= t0 and times[f] < t1:
+                out[f] = 1.0
+                inside = True
+        if not inside:
+            # The frame nearest the closure: within half a frame of its middle (the first
+            # of the nearest, as np.argmin).
+            mid = (t0 + t1) / 2
+            best = -1
+            best_d = np.inf
+            for f in range(m):
+                d = abs(times[f] - mid)
+                if d <= half and (best < 0 or d < best_d):
+                    best, best_d = f, d
+            if best >= 0:
+                out[best] = 1.0
+        i = j
+    return out

@@ -4,7 +4,7 @@ brows raised on pitch accents."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -47,6 +47,10 @@ def stress_peaks(feat: Features) -> list[tuple[int, float, float]]:
     return peaks
 
 
+#: Drift amplitude per axis (yaw, pitch, roll), radians per unit of normalized drift.
+_DRIFT_AMP = np.array([amp * (np.pi / 180) * 0.6 for amp in (1.6, 0.9, 1.0)])
+
+
 @dataclass(frozen=True)
 class HeadStyle:
     """Seeded constants of one speaker's head motion (drift and nod directions)."""
@@ -55,6 +59,11 @@ class HeadStyle:
     phases: np.ndarray
     weights: np.ndarray
     turn_seed: int
+
+    @cached_property
+    def drift_rms(self) -> np.ndarray:
+        """Expected RMS of each axis' weighted sines (a constant of the style)."""
+        return np.array([np.sqrt(0.5 * float((self.weights[axis] ** 2).sum())) for axis in range(3)])
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> HeadStyle:
@@ -83,13 +92,18 @@ def _turn_tilt(seed: int) -> tuple[float, float]:
 
 
 def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: float,
-                   activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   activity: np.ndarray, span: tuple[int, int] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Head pose (n, 5) and brow raise (n,) per hop of ``feat`` (starting at ``t0`` s).
 
     Slow drift is a sum of incommensurate sinusoids of absolute time; on stressed
     syllables the head nods (and turns or tilts a little, direction seeded per
     syllable), starting once the peak is confirmed; brows rise on pitch accents.
     ``activity`` (0..1 per hop, causal) scales the motion up while speaking.
+
+    ``span`` (first, stop): only these hops are computed, the others are left at rest.
+    The live driver samples one frame from two hops of its window; each hop's value is
+    the same as when all are computed (the stress peaks are still found in all of them).
     """
     n = feat.n
     rate = feat.rate
@@ -97,19 +111,22 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
     brow = np.zeros(n)
     if motion_scale <= 0 or n == 0:
         return pose, brow
+    lo, hi = (0, n) if span is None else (max(0, span[0]), min(n, span[1]))
     deg = np.pi / 180
-    t = t0 + np.arange(n) / rate
-    for axis, amp in ((0, 1.6), (1, 0.9), (2, 1.0)):
-        waves = style.weights[axis][:, None] * np.sin(
-            2 * np.pi * style.freqs[axis][:, None] * t + style.phases[axis][:, None])
-        # The sum of three unit-RMS-weighted sines, normalized by its expected RMS.
-        drift = waves.sum(0) / np.sqrt(0.5 * float((style.weights[axis] ** 2).sum()))
-        pose[:, axis] = amp * deg * 0.6 * drift
-    pose[:, :3] *= (0.7 + 0.5 * activity)[:, None]
+    hops = np.arange(lo, hi) / rate
+    t = t0 + hops
+    # All three axes at once: (axis, component, hop).
+    waves = style.weights[:, :, None] * np.sin(
+        2 * np.pi * style.freqs[:, :, None] * t + style.phases[:, :, None])
+    # The sum of three unit-RMS-weighted sines (in order, as sum(0) adds them), normalized
+    # by its expected RMS.
+    drift = (waves[:, 0] + waves[:, 1] + waves[:, 2]) / style.drift_rms[:, None]
+    part = pose[lo:hi]
+    part[:, :3] = (_DRIFT_AMP[:, None] * drift).T
+    part[:, :3] *= (0.7 + 0.5 * activity[lo:hi])[:, None]
     peaks = stress_peaks(feat)
-    if peaks:
+    if peaks and hi > lo:
         # All syllables' bumps at once (the same values as one by one), added in order.
-        hops = np.arange(n) / rate
         starts = np.array([(i / rate) + PEAK_CONFIRM_S for i, _, _ in peaks])
         tt = hops[None, :] - starts[:, None]
         bumps = _bump(tt, 0.15, 0.3)
@@ -120,13 +137,13 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
             nod.append(1.4 * deg * prom)
             turn.append(u_turn * deg * prom)
             tilt.append(u_tilt * deg * prom)
-        _kernels.add_rows(pose[:, 1], np.array(nod), bumps)
-        _kernels.add_rows(pose[:, 0], np.array(turn), bumps)
-        _kernels.add_rows(pose[:, 2], np.array(tilt), bumps)
+        _kernels.add_rows(part[:, 1], np.array(nod), bumps)
+        _kernels.add_rows(part[:, 0], np.array(turn), bumps)
+        _kernels.add_rows(part[:, 2], np.array(tilt), bumps)
         accented = [k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5]
         if accented:
             raise_ = _bump(tt[accented], 0.12, 0.35)
-            _kernels.add_rows(brow, np.array([0.55 * peaks[k][1] for k in accented]), raise_)
+            _kernels.add_rows(brow[lo:hi], np.array([0.55 * peaks[k][1] for k in accented]), raise_)
     pose[:, 3] = 0.01 * pose[:, 0] / deg  # a turn carries the head sideways a little
     pose[:, 4] = 0.006 * pose[:, 1] / deg
     return pose * motion_scale, np.clip(brow * motion_scale, 0.0, 1.0)

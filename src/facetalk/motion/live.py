@@ -190,7 +190,11 @@ class MotionStream:
         t0 = self.raw_start / rate
         act = np.array(self.activity[:feat.n])
         act = np.concatenate([act, np.full(feat.n - len(act), self._act)])
-        pose, brow = head_and_brows(feat, t0, self.style, self.options.motion_scale, act)
+        # The frame reads pose and brow at t - t0 only (interpolated between two hops): the
+        # head is computed over a few hops around it (each the same as over all of them).
+        at = (t - t0) * rate
+        span = (int(at) - 2, int(at) + 4) if 0.0 <= at <= feat.n - 1 else None
+        pose, brow = head_and_brows(feat, t0, self.style, self.options.motion_scale, act, span)
         blink = np.array(self.blink_curve[:feat.n])
         blink = np.concatenate([blink, np.zeros(feat.n - len(blink))])
         controls, frame_pose = frame_controls(mouth, brow, blink, pose, rate,
