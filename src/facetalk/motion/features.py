@@ -24,7 +24,7 @@ from itertools import pairwise
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _kernels
+from . import kernels
 from .filters import percentile_sorted
 
 HOP_S = 0.010
@@ -363,7 +363,7 @@ def _fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:
     """Flip runs of ``value`` shorter than ``max_len`` that sit between other runs.
 
     Compiled: the live driver runs this on its whole window for every frame."""
-    _kernels.fill_short(mask, bool(value), int(max_len))
+    kernels.fill_short(mask, bool(value), int(max_len))
 
 
 def _pitch_lags(frames: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 
 #: How far any curve looks ahead in a live stream (the anticipation of onsets needs it).
 LOOKAHEAD_S = 0.04
@@ -57,25 +57,25 @@ def _ema(x: np.ndarray, tau_s: float, rate: float, start: float | None = None) -
     """Causal exponential moving average (time constant ``tau_s``)."""
     a = ema_alpha(tau_s, rate)
     acc = float(x[0]) if start is None and len(x) else (start or 0.0)
-    return _kernels.ema(np.asarray(x, np.float64), float(a), acc)
+    return kernels.ema(np.asarray(x, np.float64), float(a), acc)
 
 
 def running_max(x: np.ndarray, before: int, after: int) -> np.ndarray:
     """Maximum over ``before`` samples back and ``after`` ahead; edges held."""
     if len(x) == 0 or before + after == 0:
         return x.copy()
-    return _kernels.running_max(np.ascontiguousarray(x), before, after)
+    return kernels.running_max(np.ascontiguousarray(x), before, after)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) index pairs of True runs."""
-    starts, ends = _kernels.runs(np.ascontiguousarray(mask, dtype=np.bool_))
+    starts, ends = kernels.runs(np.ascontiguousarray(mask, dtype=np.bool_))
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _window_sum(x: np.ndarray, before: int, after: int) -> np.ndarray:
     """Sum over ``before`` samples back and ``after`` ahead, clipped at the edges."""
-    return _kernels.window_sum(np.asarray(x, np.float64), before, after)
+    return kernels.window_sum(np.asarray(x, np.float64), before, after)
 
 
 def percentile_sorted(values: Sequence[float], q: float) -> float:

@@ -8,7 +8,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 from .features import Features
 from .filters import _smooth, running_max
 
@@ -37,7 +37,7 @@ def stress_peaks(feat: Features) -> list[tuple[int, float, float]]:
     if len(candidates) == 0:
         return peaks
     # Prominence over the dip before, and (pitch accent) the median F0 of the last 3 s.
-    proms, refs = _kernels.peak_refs(env, f0, voiced, candidates, 2 * w_before, int(3 * rate))
+    proms, refs = kernels.peak_refs(env, f0, voiced, candidates, 2 * w_before, int(3 * rate))
     for i, prom, ref in zip(candidates.tolist(), proms.tolist(), refs.tolist(), strict=True):
         if prom <= 0.2:
             continue
@@ -111,7 +111,8 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
     brow = np.zeros(n)
     if motion_scale <= 0 or n == 0:
         return pose, brow
-    lo, hi = (0, n) if span is None else (max(0, span[0]), min(n, span[1]))
+    lo, hi = (0, n) if span is None else (min(max(0, span[0]), n), max(0, min(n, span[1])))
+    hi = max(lo, hi)
     deg = np.pi / 180
     hops = np.arange(lo, hi) / rate
     t = t0 + hops
@@ -137,13 +138,13 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
             nod.append(1.4 * deg * prom)
             turn.append(u_turn * deg * prom)
             tilt.append(u_tilt * deg * prom)
-        _kernels.add_rows(part[:, 1], np.array(nod), bumps)
-        _kernels.add_rows(part[:, 0], np.array(turn), bumps)
-        _kernels.add_rows(part[:, 2], np.array(tilt), bumps)
+        kernels.add_rows(part[:, 1], np.array(nod), bumps)
+        kernels.add_rows(part[:, 0], np.array(turn), bumps)
+        kernels.add_rows(part[:, 2], np.array(tilt), bumps)
         accented = [k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5]
         if accented:
             raise_ = _bump(tt[accented], 0.12, 0.35)
-            _kernels.add_rows(brow[lo:hi], np.array([0.55 * peaks[k][1] for k in accented]), raise_)
+            kernels.add_rows(brow[lo:hi], np.array([0.55 * peaks[k][1] for k in accented]), raise_)
     pose[:, 3] = 0.01 * pose[:, 0] / deg  # a turn carries the head sideways a little
     pose[:, 4] = 0.006 * pose[:, 1] / deg
     return pose * motion_scale, np.clip(brow * motion_scale, 0.0, 1.0)

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _kernels
+from . import kernels
 from .features import Features
-from .filters import LOOKAHEAD_S, _ema, _runs, _smooth, _window_sum, percentile_sorted, running_max
+from .filters import LOOKAHEAD_S, _ema, _runs, _smooth, percentile_sorted, running_max
 
 #: The offline driver has the whole recording and may look further: only speechiness
 #: uses it (telling a tone from a vowel needs more than 60 ms of it).
@@ -209,33 +209,11 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
         return np.zeros(0)
     before = max(1, int(history_s * feat.rate))
     after = int(round(ahead_s * feat.rate))
-    act = feat.vad.astype(float)
-    voiced = (feat.voiced & feat.vad)
-    unvoiced = (feat.vad & ~feat.voiced).astype(float)
-    # Frication: voiceless sound with its energy up high (s, f, sh, bursts). A beep's or a
-    # note's edges are voiceless too, but quiet and dull: they must not pass for speech.
-    fric = (feat.vad & ~feat.voiced & (feat.high_ratio > 0.3)).astype(float)
-    trans = np.zeros(n)
-    trans[1:] = (voiced[1:] != voiced[:-1]) & feat.vad[1:] & feat.vad[:-1]
-    f0 = np.maximum(feat.f0, 1.0)
-    pair = np.zeros(n)
-    pair[1:] = voiced[1:] & voiced[:-1]
-    steady = np.zeros(n)
-    steady[1:] = pair[1:] * (np.abs(np.diff(np.log2(f0))) < 0.004)
-    active = _window_sum(act, before, after)
-    u = _window_sum(unvoiced, before, after) / np.maximum(active, 1.0)
-    uf = _window_sum(fric, before, after) / np.maximum(active, 1.0)
-    t = _window_sum(trans, before, after) / ((before + after) / feat.rate)
-    st = _window_sum(steady, before, after) / np.maximum(_window_sum(pair, before, after), 1.0)
-    score = np.clip(0.6 * np.clip(u / 0.1, 0, 1) + 0.4 * np.clip((t - 2.0) / 4.0, 0, 1), 0, 1)
-    # Held pitch with hardly any frication: an instrument or a beep, not a voice (speech
-    # holds its pitch in at most 45 % of voiced hop pairs, beeps in 87 %).
-    held = np.clip((st - 0.55) / 0.25, 0, 1) * (1.0 - np.clip(uf / 0.05, 0, 1))
-    # Almost nothing voiced: noise, breathing, clicks. Speech is voiceless in at most
-    # about 60 % of any 2 s (voices set: 5th-95th percentile 16-62 %), noise in 93-99 %.
-    noise = np.clip((u - 0.75) / 0.15, 0, 1)
-    score *= (1.0 - held) * (1.0 - noise)
-    score[active < 10] = 1.0  # too little sound around to judge: trust the level
+    # Per hop: voiceless share, frication share, voicing changes per second and the share
+    # of voiced hop pairs holding their pitch, over the window; compiled (see kernels).
+    log_f0 = np.log2(np.maximum(feat.f0, 1.0))
+    score = kernels.speech_score(feat.vad, feat.voiced, feat.high_ratio, log_f0, before, after,
+                                  float(feat.rate))
     return _ema(score, 0.12, feat.rate)
 
 
@@ -266,11 +244,11 @@ def bilabial_closures(feat: Features) -> np.ndarray:
     # in a noisy room (10 dB SNR) 14 dB is never reached. Ask for 70 % of the way down
     # to the floor, between STOP_DIP_MIN_DB and STOP_DIP_DB.
     depth = np.clip(0.7 * (env_long - feat.floor_db), STOP_DIP_MIN_DB, STOP_DIP_DB)
-    _kernels.mark_runs(press, (feat.db < env_long - depth) & after_speech, rate, 0.03)
+    kernels.mark_runs(press, (feat.db < env_long - depth) & after_speech, rate, 0.03)
     low, high = denoised_shares(feat)
     bar = (feat.voiced & (low > 0.95) & (high < 0.03) & (feat.db < env_long - BAR_DIP_DB)
            & (feat.db > feat.floor_db + 3.0))
-    _kernels.mark_runs(press, bar, rate, 0.02)
+    kernels.mark_runs(press, bar, rate, 0.02)
     # Murmurs: /n/ and /ng/ qualify too (their place is not told apart here), a brief
     # closure like the alveolar stops'.
     murmur = ((low > MURMUR_LOW) & (high < 0.05) & feat.vad & (feat.db < env_long - MURMUR_DIP_DB)
@@ -279,11 +257,11 @@ def bilabial_closures(feat: Features) -> np.ndarray:
     # Only its quietest moment: the lips show shut in one frame, while closing the whole
     # murmur (often 30-50 % of the vowels' amplitude) took the mouth away from the loudness
     # (tune speakers, re-tracked: median r 0.82 -> 0.78).
-    _kernels.mark_run_cores(press, murmur, np.ascontiguousarray(feat.db), rate, 0.03, core)
+    kernels.mark_run_cores(press, murmur, np.ascontiguousarray(feat.db), rate, 0.03, core)
     labial = _smooth(feat.labial, 0.02, rate) < LABIAL_MAX
     nasal = (feat.voiced & (feat.low_ratio > 0.8) & (feat.high_ratio < 0.05) & labial
              & ((feat.db < env - 5.0) | (feat.db < env_long - 6.0)))
-    _kernels.mark_runs(press, nasal, rate, 0.03)
+    kernels.mark_runs(press, nasal, rate, 0.03)
     return press
 
 
@@ -301,8 +279,8 @@ def denoised_shares(feat: Features) -> tuple[np.ndarray, np.ndarray]:
     power = 10 ** (feat.db / 10.0)
     noise = 10 ** (feat.floor_db / 10.0)
     signal = np.maximum(power - noise, 1e-12)
-    low = (feat.low_ratio * power - float(_kernels.median(feat.low_ratio[quiet])) * noise) / signal
-    high = (feat.high_ratio * power - float(_kernels.median(feat.high_ratio[quiet])) * noise) / signal
+    low = (feat.low_ratio * power - float(kernels.median(feat.low_ratio[quiet])) * noise) / signal
+    high = (feat.high_ratio * power - float(kernels.median(feat.high_ratio[quiet])) * noise) / signal
     return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
@@ -313,7 +291,7 @@ def burst_onsets(feat: Features) -> np.ndarray:
     anticipatory opening.
     """
     out = np.zeros(feat.n, bool)
-    flux_ref = float(_kernels.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
+    flux_ref = float(kernels.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
     for s, _ in _runs(feat.vad):
         window = slice(s, min(feat.n, s + 3))
         if s > 0 and feat.flux[window].max(initial=0.0) > 2.0 * flux_ref:

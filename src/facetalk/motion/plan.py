@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..options import GenerationOptions
-from . import _kernels
+from . import kernels
 from .blinks import blink_curve
 from .controls import CONTROLS, C
 from .features import Features
@@ -85,7 +85,7 @@ def _closure_frames(press: np.ndarray, rate: float, times: np.ndarray, fps: floa
     without closing the mouth on the loud burst that follows them.
     """
     # Compiled: the live driver asks for every frame, over the runs of its whole window.
-    return _kernels.closure_frames(np.ascontiguousarray(press > 0.5), float(rate),
+    return kernels.closure_frames(np.ascontiguousarray(press > 0.5), float(rate),
                                    np.ascontiguousarray(times, dtype=np.float64), float(fps))
 
 
