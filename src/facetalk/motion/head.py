@@ -28,16 +28,13 @@ def stress_peaks(feat: Features) -> list[tuple[int, float, float]]:
     local_max = running_max(env, w_before, w_after)
     f0 = feat.f0
     voiced = f0 > 0
-    peaks = []
-    # A flat top (loudness clipped at 1, as the live driver's first second can be before it
-    # knows the voice's levels) is one peak, not one per hop: only where the plateau starts.
-    starts = np.ones(len(env), bool)
-    starts[1:] = env[1:] != env[:-1]
-    candidates = np.flatnonzero((env == local_max) & (env > 0.35) & starts)
-    if len(candidates) == 0:
-        return peaks
-    # Prominence over the dip before, and (pitch accent) the median F0 of the last 3 s.
-    proms, refs = kernels.peak_refs(env, f0, voiced, candidates, 2 * w_before, int(3 * rate))
+    peaks: list[tuple[int, float, float]] = []
+    # Compiled (kernels.stress_candidates): a flat top (loudness clipped at 1, as the live
+    # driver's first second can be before it knows the voice's levels) is one peak, not
+    # one per hop: only where the plateau starts. Each with its prominence over the dip
+    # before it, and (pitch accent) the median F0 of the last 3 s.
+    candidates, proms, refs = kernels.stress_candidates(env, local_max, f0, voiced, 2 * w_before,
+                                                        int(3 * rate))
     for i, prom, ref in zip(candidates.tolist(), proms.tolist(), refs.tolist(), strict=True):
         if prom <= 0.2:
             continue
@@ -131,16 +128,12 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
         starts = np.array([(i / rate) + PEAK_CONFIRM_S for i, _, _ in peaks])
         tt = hops[None, :] - starts[:, None]
         bumps = _bump(tt, 0.15, 0.3)
-        turn, nod, tilt = [], [], []
-        for i, prom, _ in peaks:
+        coefs = np.empty((3, len(peaks)))  # nod, turn, tilt per syllable
+        for k, (i, prom, _) in enumerate(peaks):
             # Direction of the small turn and tilt: fixed per syllable by its absolute time.
             u_turn, u_tilt = _turn_tilt(style.turn_seed + int(round((t0 + i / rate) * 100)))
-            nod.append(1.4 * deg * prom)
-            turn.append(u_turn * deg * prom)
-            tilt.append(u_tilt * deg * prom)
-        kernels.add_rows(part[:, 1], np.array(nod), bumps)
-        kernels.add_rows(part[:, 0], np.array(turn), bumps)
-        kernels.add_rows(part[:, 2], np.array(tilt), bumps)
+            coefs[:, k] = (1.4 * deg * prom, u_turn * deg * prom, u_tilt * deg * prom)
+        kernels.add_nods(part, coefs, bumps)
         accented = [k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5]
         if accented:
             raise_ = _bump(tt[accented], 0.12, 0.35)

@@ -162,12 +162,21 @@ def median(x: np.ndarray) -> float:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def peak_refs(env: np.ndarray, f0: np.ndarray, voiced: np.ndarray, peaks: np.ndarray, dip_back: int,
-              pitch_back: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per candidate stress peak: its prominence over the lowest ``env`` up to ``dip_back``
-    hops before it, and the median voiced F0 over ``pitch_back`` hops up to it (0 if ten
-    or fewer hops are voiced)."""
-    m = len(peaks)
+def stress_candidates(env: np.ndarray, local_max: np.ndarray, f0: np.ndarray, voiced: np.ndarray,
+                      dip_back: int, pitch_back: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """head.stress_peaks's candidates: hops where ``env`` is its local maximum, over 0.35
+    and the start of a plateau; per candidate its prominence over the lowest ``env`` up to
+    ``dip_back`` hops before it, and the median voiced F0 over ``pitch_back`` hops up to
+    it (0 if ten or fewer hops are voiced)."""
+    n = len(env)
+    peaks = np.empty(n, np.int64)
+    m = 0
+    for i in range(n):
+        if env[i] == local_max[i] and env[i] > 0.35 and (i == 0 or env[i] != env[i - 1]):
+            peaks[m] = i
+            m += 1
+    peaks = peaks[:m]
     prom = np.empty(m)
     ref = np.zeros(m)
     for p in range(m):
@@ -193,7 +202,7 @@ def peak_refs(env: np.ndarray, f0: np.ndarray, voiced: np.ndarray, peaks: np.nda
                     vals[k] = f0[j]
                     k += 1
             ref[p] = median(vals)
-    return prom, ref
+    return peaks, prom, ref
 
 
 @njit(cache=True, nogil=True)
@@ -203,6 +212,14 @@ def add_rows(out: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # p
         c = coefs[k]
         for j in range(rows.shape[1]):
             out[j] = out[j] + c * rows[k, j]
+
+
+@njit(cache=True, nogil=True)
+def add_nods(pose: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
+    """add_rows into pose columns 1 (nod), 0 (turn) and 2 (tilt) with coefs[0], [1], [2]."""
+    add_rows(pose[:, 1], coefs[0], rows)
+    add_rows(pose[:, 0], coefs[1], rows)
+    add_rows(pose[:, 2], coefs[2], rows)
 
 
 @njit(cache=True, nogil=True)
@@ -304,6 +321,40 @@ def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray
     return score
 
 
+@njit(cache=True, nogil=True)
+def lip_closures(press: np.ndarray, db: np.ndarray, vad: np.ndarray, voiced: np.ndarray, low: np.ndarray,
+                 high: np.ndarray, low_ratio: np.ndarray, high_ratio: np.ndarray, labial: np.ndarray,
+                 env: np.ndarray, env_long: np.ndarray, floor_db: float, rate: float,
+                 stop_dip: tuple[float, float], bar_dip: float, murmur_low: float, murmur_dip: float,
+                 core: int) -> None:  # pragma: no cover - compiled
+    """mouth.bilabial_closures's four kinds of closure, marked into ``press``: the same
+    comparisons, hop by hop, as its numpy version."""
+    n = len(db)
+    stop = np.zeros(n, np.bool_)
+    bar = np.zeros(n, np.bool_)
+    murmur = np.zeros(n, np.bool_)
+    nasal = np.zeros(n, np.bool_)
+    above_floor = floor_db + 3.0
+    last_voice = -(1 << 30)
+    for i in range(n):
+        if vad[i]:
+            last_voice = i
+        after_speech = i - last_voice <= 8  # speech within the last 8 hops
+        depth = _clip(0.7 * (env_long[i] - floor_db), stop_dip[0], stop_dip[1])
+        stop[i] = db[i] < env_long[i] - depth and after_speech
+        above = db[i] > above_floor
+        bar[i] = (voiced[i] and low[i] > 0.95 and high[i] < 0.03 and db[i] < env_long[i] - bar_dip
+                  and above)
+        murmur[i] = (low[i] > murmur_low and high[i] < 0.05 and vad[i]
+                     and db[i] < env_long[i] - murmur_dip and above)
+        nasal[i] = (voiced[i] and low_ratio[i] > 0.8 and high_ratio[i] < 0.05 and labial[i]
+                    and (db[i] < env[i] - 5.0 or db[i] < env_long[i] - 6.0))
+    mark_runs(press, stop, rate, 0.03)
+    mark_runs(press, bar, rate, 0.02)
+    mark_run_cores(press, murmur, db, rate, 0.03, core)
+    mark_runs(press, nasal, rate, 0.03)
+
+
 def warm_up() -> None:
     """Load every kernel (numba's on-disk cache, or compile it once) with the argument
     types the motion model passes, so a live session's first frame does not wait for it
@@ -320,9 +371,9 @@ def warm_up() -> None:
     mark_runs(f.copy(), b, 100.0, 0.03)
     mark_run_cores(f.copy(), b, f, 100.0, 0.03, 1)
     median(f)
-    peak_refs(f, f, b, np.array([4], np.int64), 2, 3)
-    pose = np.zeros((12, 5))
-    add_rows(pose[:, 1], np.ones(1), np.ones((1, 12)))  # a pose column (strided)
-    add_rows(f.copy(), np.ones(1), np.ones((1, 12)))  # the brows (contiguous)
+    stress_candidates(f, f, f, b, 2, 3)
+    add_nods(np.zeros((12, 5)), np.ones((3, 1)), np.ones((1, 12)))
+    add_rows(f.copy(), np.ones(1), np.ones((1, 12)))  # the brows
     closure_frames(b, 100.0, np.array([0.04]), 25.0)
     speech_score(b, b, f, f, 2, 1, 100.0)
+    lip_closures(f.copy(), f, b, b, f, f, f, f, b, f, f, -60.0, 100.0, (6.0, 14.0), 6.0, 0.8, 6.0, 1)

@@ -239,29 +239,27 @@ def bilabial_closures(feat: Features) -> np.ndarray:
     ahead = int(round(LOOKAHEAD_S * rate))
     env = running_max(feat.db, int(0.075 * rate), ahead)
     env_long = running_max(feat.db, int(0.15 * rate), ahead)
-    after_speech = running_max(feat.vad.astype(np.int8), 8, 0) > 0
-    # A closure silences the mouth, so its dip can go no lower than the room's noise:
-    # in a noisy room (10 dB SNR) 14 dB is never reached. Ask for 70 % of the way down
-    # to the floor, between STOP_DIP_MIN_DB and STOP_DIP_DB.
-    depth = np.clip(0.7 * (env_long - feat.floor_db), STOP_DIP_MIN_DB, STOP_DIP_DB)
-    kernels.mark_runs(press, (feat.db < env_long - depth) & after_speech, rate, 0.03)
     low, high = denoised_shares(feat)
-    bar = (feat.voiced & (low > 0.95) & (high < 0.03) & (feat.db < env_long - BAR_DIP_DB)
-           & (feat.db > feat.floor_db + 3.0))
-    kernels.mark_runs(press, bar, rate, 0.02)
-    # Murmurs: /n/ and /ng/ qualify too (their place is not told apart here), a brief
-    # closure like the alveolar stops'.
-    murmur = ((low > MURMUR_LOW) & (high < 0.05) & feat.vad & (feat.db < env_long - MURMUR_DIP_DB)
-              & (feat.db > feat.floor_db + 3.0))
-    core = int(round(MURMUR_CORE_S * rate / 2))
-    # Only its quietest moment: the lips show shut in one frame, while closing the whole
-    # murmur (often 30-50 % of the vowels' amplitude) took the mouth away from the loudness
-    # (tune speakers, re-tracked: median r 0.82 -> 0.78).
-    kernels.mark_run_cores(press, murmur, np.ascontiguousarray(feat.db), rate, 0.03, core)
     labial = _smooth(feat.labial, 0.02, rate) < LABIAL_MAX
-    nasal = (feat.voiced & (feat.low_ratio > 0.8) & (feat.high_ratio < 0.05) & labial
-             & ((feat.db < env - 5.0) | (feat.db < env_long - 6.0)))
-    kernels.mark_runs(press, nasal, rate, 0.03)
+    # Compiled, hop by hop (see kernels.lip_closures), as follows.
+    # * Stop closures, right after speech (within 8 hops). A closure silences the mouth,
+    #   so its dip can go no lower than the room's noise: in a noisy room (10 dB SNR)
+    #   14 dB is never reached. Ask for 70 % of the way down to the floor, between
+    #   STOP_DIP_MIN_DB and STOP_DIP_DB; at least 30 ms.
+    # * Voice bars: voiced, over 95 % of the energy low, under 3 % high, BAR_DIP_DB under
+    #   env_long and 3 dB over the floor; at least 20 ms.
+    # * Murmurs: /n/ and /ng/ qualify too (their place is not told apart here), a brief
+    #   closure like the alveolar stops'. Only its quietest moment (MURMUR_CORE_S): the lips
+    #   show shut in one frame, while closing the whole murmur (often 30-50 % of the
+    #   vowels' amplitude) took the mouth away from the loudness (tune speakers,
+    #   re-tracked: median r 0.82 -> 0.78).
+    # * Nasal murmurs with the labial cue (/m/): voiced, low, 5 dB under env or 6 dB
+    #   under env_long; at least 30 ms.
+    core = int(round(MURMUR_CORE_S * rate / 2))
+    kernels.lip_closures(press, np.ascontiguousarray(feat.db), feat.vad, feat.voiced, low, high,
+                         feat.low_ratio, feat.high_ratio, labial, env, env_long, float(feat.floor_db),
+                         float(rate), (STOP_DIP_MIN_DB, STOP_DIP_DB), BAR_DIP_DB, MURMUR_LOW,
+                         MURMUR_DIP_DB, core)
     return press
 
 
