@@ -355,6 +355,96 @@ def lip_closures(press: np.ndarray, db: np.ndarray, vad: np.ndarray, voiced: np.
     mark_runs(press, nasal, rate, 0.03)
 
 
+@njit(cache=True, nogil=True)
+def burst_onsets(vad: np.ndarray, flux: np.ndarray, flux_ref: float) -> np.ndarray:  # pragma: no cover
+    """mouth.burst_onsets: the 8 hops before (and the first hop of) every speech run after
+    the first hop whose first 3 hops' largest flux (at least 0) exceeds twice ``flux_ref``
+    (a NaN among them never does)."""
+    n = len(vad)
+    out = np.zeros(n, np.bool_)
+    limit = 2.0 * flux_ref
+    i = 0
+    while i < n:
+        if not vad[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and vad[j]:
+            j += 1
+        if i > 0:
+            m = 0.0
+            for k in range(i, min(n, i + 3)):
+                v = flux[k]
+                if v != v:
+                    m = v
+                    break
+                if v > m:
+                    m = v
+            if m > limit:
+                out[max(0, i - 8):i + 1] = True
+        i = j
+    return out
+
+
+@njit(cache=True, nogil=True)
+def vowel_openness(f1: np.ndarray, voiced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """mouth_curves's vowel openness from F1 (before smoothing) and where it is measured
+    (voiced, with an F1)."""
+    n = len(f1)
+    vo = np.empty(n)
+    has = np.empty(n, np.bool_)
+    for i in range(n):
+        has[i] = voiced[i] and f1[i] > 0
+        vo[i] = _clip((f1[i] - 250.0) / 550.0, 0.0, 1.0) if has[i] else 0.0
+    return vo, has
+
+
+@njit(cache=True, nogil=True)
+def mouth_targets(vo: np.ndarray, has_f1: np.ndarray, voiced: np.ndarray, high_ratio: np.ndarray,
+                  vad: np.ndarray, loud: np.ndarray, loud_08: np.ndarray, amp_08: np.ndarray,
+                  voice: np.ndarray, press: np.ndarray, bright: np.ndarray, lo: float, hi: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """mouth_curves's opening target, rounding and spreading before smoothing, elementwise
+    in its numpy version's order (the powers come from numpy)."""
+    n = len(vo)
+    target = np.empty(n)
+    rnd = np.empty(n)
+    spr = np.empty(n)
+    width = hi - lo
+    for i in range(n):
+        openness = 0.6 + 0.4 * vo[i] if has_f1[i] else 0.45
+        if not voiced[i] and high_ratio[i] > 0.5:
+            openness = 0.3
+        level = 0.2 * loud_08[i] + 0.8 * amp_08[i]
+        speech = 1.0 if vad[i] else 0.0
+        v = voice[i] * _clip((voice[i] - 0.1) / 0.1, 0.0, 1.0)
+        t = level * openness * speech * v
+        target[i] = t * (1.0 - press[i])
+        ok = 1.0 if voiced[i] else 0.0
+        rel = (bright[i] - lo) / width if voiced[i] else 0.5
+        gate = _clip(loud[i] * 2.0, 0.0, 1.0) * speech * v
+        rnd[i] = (_clip((0.4 - rel) / 0.35, 0.0, 1.0) * ok) * gate
+        spr[i] = (_clip((rel - 0.6) / 0.35, 0.0, 1.0) * ok) * gate
+    return target, rnd, spr
+
+
+@njit(cache=True, nogil=True)
+def mouth_shapes(target: np.ndarray, rnd: np.ndarray, spr: np.ndarray, dynamic_scale: float,
+                 shape_scale: float) -> np.ndarray:  # pragma: no cover - compiled
+    """mouth_curves's jaw, upper lip, lower lip, closure, rounding and spreading (rows)."""
+    n = len(target)
+    out = np.empty((6, n))
+    for i in range(n):
+        o = _clip(target[i] * dynamic_scale, 0.0, 1.3)
+        out[0, i] = 0.8 * o
+        out[1, i] = 0.35 * o
+        out[2, i] = 0.45 * o
+        out[3, i] = 1.0 - _clip(o, 0.0, 1.0)
+        out[4, i] = 0.9 * rnd[i] * shape_scale
+        out[5, i] = 0.7 * spr[i] * shape_scale
+    return out
+
+
 def warm_up() -> None:
     """Load every kernel (numba's on-disk cache, or compile it once) with the argument
     types the motion model passes, so a live session's first frame does not wait for it
@@ -376,4 +466,8 @@ def warm_up() -> None:
     add_rows(f.copy(), np.ones(1), np.ones((1, 12)))  # the brows
     closure_frames(b, 100.0, np.array([0.04]), 25.0)
     speech_score(b, b, f, f, 2, 1, 100.0)
+    burst_onsets(b, f, 1.0)
+    vowel_openness(f, b)
+    mouth_targets(f, b, b, f, b, f, f, f, f, f, f, -2.4, -0.2)
+    mouth_shapes(f, f, f, 1.0, 1.0)
     lip_closures(f.copy(), f, b, b, f, f, f, f, b, f, f, -60.0, 100.0, (6.0, 14.0), 6.0, 0.8, 6.0, 1)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import kernels
 from .features import Features
-from .filters import LOOKAHEAD_S, _ema, _runs, _smooth, percentile_sorted, running_max
+from .filters import LOOKAHEAD_S, _ema, _smooth, percentile_sorted, running_max
 
 #: The offline driver has the whole recording and may look further: only speechiness
 #: uses it (telling a tone from a vowel needs more than 60 ms of it).
@@ -122,44 +122,34 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     """
     rate = feat.rate
     n = feat.n
-    speech = feat.vad.astype(np.float64)
-    loud = feat.loud.copy()
+    loud = np.ascontiguousarray(feat.loud, dtype=np.float64)
     # Vowel openness from F1 (about 250 Hz closed to 800 Hz open), only when voiced.
-    f1 = feat.f1
-    voiced = feat.voiced & (f1 > 0)
-    vo = np.clip((f1 - 250.0) / 550.0, 0.0, 1.0)
-    vo = np.where(voiced, vo, 0.0)
+    vo, has_f1 = kernels.vowel_openness(np.ascontiguousarray(feat.f1, dtype=np.float64), feat.voiced)
     vo = _smooth(vo, 0.02, rate)
-    openness = np.where(voiced, 0.6 + 0.4 * vo, 0.45)
-    # Voiceless frication (s, f, sh...): energy mostly above 3 kHz, mouth nearly closed.
-    fric = (~feat.voiced) & (feat.high_ratio > 0.5)
-    openness = np.where(fric, 0.3, openness)
     # Opening level: mostly linear amplitude (the jaw opens most on loud vowel nuclei,
     # little on unstressed ones), with some log loudness so quiet syllables still show.
     amp = np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0)
-    level = 0.2 * np.power(loud, 0.8) + 0.8 * np.power(amp, 0.8)
+    loud_08, amp_08 = np.power(loud, 0.8), np.power(amp, 0.8)
     voice = speechiness(feat, ahead_s=lookahead_s)
-    # Below 0.1 the sound is not speech (a tune scored at most 0.09, a tone 0, while 99 %
-    # of loud speech hops score above 0.47): it must not move the mouth at all, not even
-    # by the few percent that were left to open the lips on every loud note.
-    voice = voice * np.clip((voice - 0.1) / 0.1, 0.0, 1.0)
-    target = level * openness * speech * voice
-
     press = bilabial_closures(feat)
-    target *= 1.0 - press
-
-    # Rounding / spreading from the spectrum's brightness, placed within this speaker's
-    # own range (10th to 90th percentile over loud voiced hops), so voices of any size are
-    # treated alike: the dark end is rounded (o, u), the bright end spread (i, e). LPC's
-    # F2 was used before: on recorded voices (voices set, tune speakers) it put u/o and
-    # i/e at the same median place in the span; brightness puts them at 0.05 and 0.79.
-    ok = feat.voiced
     lo, hi = bright_span if bright_span is not None else bright_range(feat)
-    rel = np.where(ok, (feat.bright - lo) / (hi - lo), 0.5)
-    rnd = np.clip((0.4 - rel) / 0.35, 0.0, 1.0) * ok
-    spr = np.clip((rel - 0.6) / 0.35, 0.0, 1.0) * ok
-    gate = np.clip(loud * 2.0, 0, 1) * speech * voice
-    rnd, spr = rnd * gate, spr * gate
+    # Compiled (kernels.mouth_targets), hop by hop:
+    # * openness 0.6-1.0 from F1 when voiced, 0.45 otherwise, 0.3 for voiceless frication
+    #   (s, f, sh...: energy mostly above 3 kHz, mouth nearly closed);
+    # * the voice gate: below 0.1 the sound is not speech (a tune scored at most 0.09, a
+    #   tone 0, while 99 % of loud speech hops score above 0.47): it must not move the
+    #   mouth at all, not even by the few percent that were left to open the lips on every
+    #   loud note;
+    # * target = level * openness * speech * voice, shut by the closures (press);
+    # * rounding / spreading from the spectrum's brightness, placed within this speaker's
+    #   own range (10th to 90th percentile over loud voiced hops), so voices of any size
+    #   are treated alike: the dark end is rounded (o, u), the bright end spread (i, e).
+    #   LPC's F2 was used before: on recorded voices (voices set, tune speakers) it put u/o
+    #   and i/e at the same median place in the span; brightness puts them at 0.05 and 0.79.
+    target, rnd, spr = kernels.mouth_targets(
+        vo, has_f1, feat.voiced, np.ascontiguousarray(feat.high_ratio, dtype=np.float64), feat.vad,
+        loud, loud_08, amp_08, voice, press, np.ascontiguousarray(feat.bright, dtype=np.float64),
+        float(lo), float(hi))
 
     sig = 0.025 if smooth else 0.01
     target = _smooth(target, sig, rate)
@@ -173,17 +163,18 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
         ahead = np.concatenate([target[lead:], np.zeros(lead)])
         ahead[burst_onsets(feat)] = 0.0
         target = np.maximum(target, 0.6 * ahead)
-    o = np.clip(target * dynamic_scale, 0.0, 1.3)
-    # Lips part in proportion to the opening: a portrait that shows its teeth reveals
-    # them gradually instead of snapping from closed to its own (open) smile.
-    close = 1.0 - np.clip(o, 0.0, 1.0)
+    # Lips part in proportion to the opening (close = 1 - opening): a portrait that shows
+    # its teeth reveals them gradually instead of snapping from closed to its own (open)
+    # smile.
+    shapes = kernels.mouth_shapes(np.ascontiguousarray(target), rnd, spr, float(dynamic_scale),
+                                  float(np.clip(dynamic_scale, 0, 1.5)))
     out = {
-        "jaw": 0.8 * o,
-        "lip_up": 0.35 * o,
-        "lip_down": 0.45 * o,
-        "close": close,
-        "round": 0.9 * rnd * np.clip(dynamic_scale, 0, 1.5),
-        "spread": 0.7 * spr * np.clip(dynamic_scale, 0, 1.5),
+        "jaw": shapes[0],
+        "lip_up": shapes[1],
+        "lip_down": shapes[2],
+        "close": shapes[3],
+        "round": shapes[4],
+        "spread": shapes[5],
         "press": press,
     }
     for k in out:
@@ -288,10 +279,6 @@ def burst_onsets(feat: Features) -> np.ndarray:
     Lips closed for p/b stay closed until the release, so such onsets get no
     anticipatory opening.
     """
-    out = np.zeros(feat.n, bool)
     flux_ref = float(kernels.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
-    for s, _ in _runs(feat.vad):
-        window = slice(s, min(feat.n, s + 3))
-        if s > 0 and feat.flux[window].max(initial=0.0) > 2.0 * flux_ref:
-            out[max(0, s - 8):s + 1] = True
-    return out
+    # A burst: the first 3 hops' flux over twice the speech's median (compiled).
+    return kernels.burst_onsets(feat.vad, np.ascontiguousarray(feat.flux), flux_ref)
