@@ -399,9 +399,10 @@ def _formants(frames: np.ndarray, sr: int, window: np.ndarray
     for i in range(1, LPC_ORDER + 1):
         acc = r[:, i] + np.einsum("nj,nj->n", a[:, 1:i], r[:, i - 1:0:-1])
         k = -acc / err
-        a_prev = a.copy()
+        # The right-hand side is computed in full before it is stored (no copy of a needed:
+        # it reads columns 1..i-1 only).
+        a[:, 1:i] = a[:, 1:i] + k[:, None] * a[:, i - 1:0:-1]
         a[:, i] = k
-        a[:, 1:i] = a_prev[:, 1:i] + k[:, None] * a_prev[:, i - 1:0:-1]
         err = err * (1.0 - k * k)
     # Roots of each polynomial = eigenvalues of its companion matrix (batched).
     comp = np.zeros((n, LPC_ORDER, LPC_ORDER))
