@@ -5,7 +5,8 @@ cost a Python call per element.
 Each kernel does exactly the arithmetic of the numpy code it replaces, in the same order
 (no fastmath, so no reassociation or fused multiply-adds): the results are bit for bit
 the same. Transcendental functions (exp, log, sin) stay in numpy, whose vectorized
-versions may differ from libm's in the last bit.
+versions may differ from libm's in the last bit. numpy's error model: a division by zero
+gives inf or NaN, as in numpy, instead of raising.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ configure_cache()
 from numba import njit  # noqa: E402 - after the cache folder is chosen
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:  # pragma: no cover - compiled
     """Flip runs of ``value`` no longer than ``max_len`` that sit between other runs."""
     n = len(mask)
@@ -36,7 +37,7 @@ def fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:  # pragma: 
             i += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def running_max(x: np.ndarray, before: int, after: int) -> np.ndarray:  # pragma: no cover
     """Maximum over ``before`` samples back and ``after`` ahead, edges held (NaN wins)."""
     n = len(x)
@@ -55,7 +56,7 @@ def running_max(x: np.ndarray, before: int, after: int) -> np.ndarray:  # pragma
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def ema(x: np.ndarray, a: float, acc: float) -> np.ndarray:  # pragma: no cover - compiled
     """Causal EMA with step ``a`` from ``acc``: ``acc += a * (x - acc)`` per sample."""
     out = np.empty(len(x))
@@ -65,7 +66,7 @@ def ema(x: np.ndarray, a: float, acc: float) -> np.ndarray:  # pragma: no cover 
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def window_sum(x: np.ndarray, before: int, after: int) -> np.ndarray:  # pragma: no cover
     """Sum over ``before`` samples back and ``after`` ahead (clipped at the edges), as the
     difference of a running sum (np.cumsum adds in order too)."""
@@ -84,7 +85,7 @@ def window_sum(x: np.ndarray, before: int, after: int) -> np.ndarray:  # pragma:
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """Starts and ends (exclusive) of the True runs of ``mask``."""
     n = len(mask)
@@ -106,7 +107,7 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     return starts[:k], ends[:k]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def mark_runs(out: np.ndarray, mask: np.ndarray, rate: float, min_s: float) -> None:  # pragma: no cover
     """Set ``out`` to 1 over every True run of ``mask`` lasting at least ``min_s`` seconds."""
     n = len(mask)
@@ -123,7 +124,7 @@ def mark_runs(out: np.ndarray, mask: np.ndarray, rate: float, min_s: float) -> N
             i += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def mark_run_cores(out: np.ndarray, mask: np.ndarray, level: np.ndarray, rate: float, min_s: float,
                    core: int) -> None:  # pragma: no cover - compiled
     """Set ``out`` to 1 around the quietest hop (first minimum of ``level``), ``core`` hops
@@ -148,7 +149,7 @@ def mark_run_cores(out: np.ndarray, mask: np.ndarray, level: np.ndarray, rate: f
             i += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def median(x: np.ndarray) -> float:  # pragma: no cover - compiled
     """np.median of a non-empty 1-D array: the middle value, or the mean of the middle two
     (their sum halved, as np.mean does); NaN if any value is NaN. By selection, as numpy."""
@@ -158,7 +159,7 @@ def median(x: np.ndarray) -> float:  # pragma: no cover - compiled
     return np.median(x.astype(np.float64))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def stress_candidates(env: np.ndarray, local_max: np.ndarray, f0: np.ndarray, voiced: np.ndarray,
                       dip_back: int, pitch_back: int
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
@@ -202,7 +203,7 @@ def stress_candidates(env: np.ndarray, local_max: np.ndarray, f0: np.ndarray, vo
     return peaks, prom, ref
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def add_rows(out: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
     """``out += coefs[k] * rows[k]`` for k in order (each product rounded, then added)."""
     for k in range(rows.shape[0]):
@@ -211,7 +212,7 @@ def add_rows(out: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # p
             out[j] = out[j] + c * rows[k, j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def add_nods(pose: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
     """add_rows into pose columns 1 (nod), 0 (turn) and 2 (tilt) with coefs[0], [1], [2]."""
     add_rows(pose[:, 1], coefs[0], rows)
@@ -219,7 +220,7 @@ def add_nods(pose: np.ndarray, coefs: np.ndarray, rows: np.ndarray) -> None:  # 
     add_rows(pose[:, 2], coefs[2], rows)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def closure_frames(closed: np.ndarray, rate: float, times: np.ndarray, fps: float
                    ) -> np.ndarray:  # pragma: no cover - compiled
     """plan._closure_frames over the True runs of ``closed`` (same comparisons, same order)."""
@@ -257,7 +258,7 @@ def closure_frames(closed: np.ndarray, rate: float, times: np.ndarray, fps: floa
     return out
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _clip(x: float, lo: float, hi: float) -> float:  # pragma: no cover - compiled
     """np.clip of one float: max then min, a NaN kept (numpy's own definition)."""
     if x != x:
@@ -266,7 +267,7 @@ def _clip(x: float, lo: float, hi: float) -> float:  # pragma: no cover - compil
     return v if v < hi else hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray, log_f0: np.ndarray,
                  before: int, after: int, rate: float) -> np.ndarray:  # pragma: no cover - compiled
     """mouth.speechiness's score before its EMA, elementwise as its numpy version."""
@@ -318,7 +319,7 @@ def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray
     return score
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def lip_closures(press: np.ndarray, db: np.ndarray, vad: np.ndarray, voiced: np.ndarray, low: np.ndarray,
                  high: np.ndarray, low_ratio: np.ndarray, high_ratio: np.ndarray, labial: np.ndarray,
                  env: np.ndarray, env_long: np.ndarray, floor_db: float, rate: float,
@@ -352,7 +353,7 @@ def lip_closures(press: np.ndarray, db: np.ndarray, vad: np.ndarray, voiced: np.
     mark_runs(press, nasal, rate, 0.03)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def burst_onsets(vad: np.ndarray, flux: np.ndarray, flux_ref: float) -> np.ndarray:  # pragma: no cover
     """mouth.burst_onsets: the 8 hops before (and the first hop of) every speech run after
     the first hop whose first 3 hops' largest flux (at least 0) exceeds twice ``flux_ref``
@@ -383,7 +384,7 @@ def burst_onsets(vad: np.ndarray, flux: np.ndarray, flux_ref: float) -> np.ndarr
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def vowel_openness(f1: np.ndarray, voiced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """mouth_curves's vowel openness from F1 (before smoothing) and where it is measured
     (voiced, with an F1)."""
@@ -396,7 +397,7 @@ def vowel_openness(f1: np.ndarray, voiced: np.ndarray) -> tuple[np.ndarray, np.n
     return vo, has
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def mouth_targets(vo: np.ndarray, has_f1: np.ndarray, voiced: np.ndarray, high_ratio: np.ndarray,
                   vad: np.ndarray, loud: np.ndarray, loud_08: np.ndarray, amp_08: np.ndarray,
                   voice: np.ndarray, press: np.ndarray, bright: np.ndarray, lo: float, hi: float
@@ -425,7 +426,7 @@ def mouth_targets(vo: np.ndarray, has_f1: np.ndarray, voiced: np.ndarray, high_r
     return target, rnd, spr
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def mouth_shapes(target: np.ndarray, rnd: np.ndarray, spr: np.ndarray, dynamic_scale: float,
                  shape_scale: float) -> np.ndarray:  # pragma: no cover - compiled
     """mouth_curves's jaw, upper lip, lower lip, closure, rounding and spreading (rows)."""
