@@ -16,13 +16,16 @@ second.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from . import kernels
+from .filters import percentile_sorted
 
 HOP_S = 0.010
 WIN_S = 0.025
@@ -326,8 +329,16 @@ def _block_frames(x: np.ndarray, start: int, stop: int, hop: int, win: int) -> n
 
 def _levels(db: np.ndarray) -> tuple[float, float]:
     """Noise floor and speech peak (dB) of this recording, robust to long silences."""
-    floor = float(np.percentile(db, 10))
-    peak = float(np.percentile(db, 97))
+    return _floor_and_peak(float(np.percentile(db, 10)), float(np.percentile(db, 97)))
+
+
+def _levels_sorted(db: Sequence[float]) -> tuple[float, float]:
+    """:func:`_levels` of sorted, NaN-free levels (a live voice's, kept sorted)."""
+    return _floor_and_peak(percentile_sorted(db, 10), percentile_sorted(db, 97))
+
+
+def _floor_and_peak(floor: float, peak: float) -> tuple[float, float]:
+    """Floor and peak from the 10th and 97th percentile of the levels."""
     if peak - floor < 6.0:  # nearly constant level: silence, a tone, or noise
         floor = min(floor, peak - 40.0)
     # Digital silence sits at -180 dB; keep the floor meaningful for speech levels.
@@ -349,19 +360,10 @@ def _vad(db: np.ndarray, floor: float, peak: float) -> np.ndarray:
 
 
 def _fill_short(mask: np.ndarray, value: bool, max_len: int) -> None:
-    """Flip runs of ``value`` shorter than ``max_len`` that sit between other runs."""
-    n = len(mask)
-    i = 0
-    while i < n:
-        if mask[i] == value:
-            j = i
-            while j < n and mask[j] == value:
-                j += 1
-            if i > 0 and j < n and (j - i) <= max_len:
-                mask[i:j] = not value
-            i = j
-        else:
-            i += 1
+    """Flip runs of ``value`` shorter than ``max_len`` that sit between other runs.
+
+    Compiled: the live driver runs this on its whole window for every frame."""
+    kernels.fill_short(mask, bool(value), int(max_len))
 
 
 def _pitch_lags(frames: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
@@ -397,9 +399,10 @@ def _formants(frames: np.ndarray, sr: int, window: np.ndarray
     for i in range(1, LPC_ORDER + 1):
         acc = r[:, i] + np.einsum("nj,nj->n", a[:, 1:i], r[:, i - 1:0:-1])
         k = -acc / err
-        a_prev = a.copy()
+        # The right-hand side is computed in full before it is stored (no copy of a needed:
+        # it reads columns 1..i-1 only).
+        a[:, 1:i] = a[:, 1:i] + k[:, None] * a[:, i - 1:0:-1]
         a[:, i] = k
-        a[:, 1:i] = a_prev[:, 1:i] + k[:, None] * a_prev[:, i - 1:0:-1]
         err = err * (1.0 - k * k)
     # Roots of each polynomial = eigenvalues of its companion matrix (batched).
     comp = np.zeros((n, LPC_ORDER, LPC_ORDER))

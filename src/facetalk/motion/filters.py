@@ -6,11 +6,36 @@ the last bits of the output, so that is a separate, re-recorded change)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
+
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+from . import kernels
 
 #: How far any curve looks ahead in a live stream (the anticipation of onsets needs it).
 LOOKAHEAD_S = 0.04
+
+
+@lru_cache(maxsize=64)
+def _gauss_kernel(sigma_s: float, rate: float) -> tuple[int, np.ndarray]:
+    """Half-width and taps of _smooth's kernel: the same few per stream, so computed once
+    (the live driver smooths a window for every frame)."""
+    sigma = sigma_s * rate
+    r = max(1, min(int(4 * sigma + 0.5), int(round(LOOKAHEAD_S * rate))))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    k.setflags(write=False)
+    return r, k
+
+
+def _pad_edge(x: np.ndarray, before: int, after: int) -> np.ndarray:
+    """np.pad(x, (before, after), mode="edge") without its generic machinery."""
+    out = np.empty(len(x) + before + after, x.dtype)
+    out[before:before + len(x)] = x
+    out[:before] = x[0]
+    out[before + len(x):] = x[-1]
+    return out
 
 
 def _smooth(x: np.ndarray, sigma_s: float, rate: float) -> np.ndarray:
@@ -18,10 +43,8 @@ def _smooth(x: np.ndarray, sigma_s: float, rate: float) -> np.ndarray:
     sigma = sigma_s * rate
     if sigma <= 0 or len(x) == 0:
         return x
-    r = max(1, min(int(4 * sigma + 0.5), int(round(LOOKAHEAD_S * rate))))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    return np.convolve(np.pad(x, r, mode="edge"), k, mode="valid")
+    r, k = _gauss_kernel(sigma_s, rate)
+    return np.convolve(_pad_edge(np.asarray(x), r, r), k, mode="valid")
 
 
 def ema_alpha(tau_s: float, rate: float) -> float:
@@ -33,31 +56,40 @@ def ema_alpha(tau_s: float, rate: float) -> float:
 def _ema(x: np.ndarray, tau_s: float, rate: float, start: float | None = None) -> np.ndarray:
     """Causal exponential moving average (time constant ``tau_s``)."""
     a = ema_alpha(tau_s, rate)
-    out = np.empty(len(x))
     acc = float(x[0]) if start is None and len(x) else (start or 0.0)
-    for i, v in enumerate(x):
-        acc += a * (float(v) - acc)
-        out[i] = acc
-    return out
+    return kernels.ema(np.asarray(x, np.float64), float(a), acc)
 
 
 def running_max(x: np.ndarray, before: int, after: int) -> np.ndarray:
     """Maximum over ``before`` samples back and ``after`` ahead; edges held."""
     if len(x) == 0 or before + after == 0:
         return x.copy()
-    padded = np.pad(x, (before, after), mode="edge")
-    return sliding_window_view(padded, before + after + 1).max(axis=1)
+    return kernels.running_max(np.ascontiguousarray(x), before, after)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """(start, end) index pairs of True runs."""
-    if not mask.any():
-        return []
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.nonzero(d == 1)[0], np.nonzero(d == -1)[0], strict=True))
+    starts, ends = kernels.runs(np.ascontiguousarray(mask, dtype=np.bool_))
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _window_sum(x: np.ndarray, before: int, after: int) -> np.ndarray:
-    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-    idx = np.arange(len(x))
-    return c[np.minimum(idx + after + 1, len(x))] - c[np.maximum(idx - before, 0)]
+    """Sum over ``before`` samples back and ``after`` ahead, clipped at the edges."""
+    return kernels.window_sum(np.asarray(x, np.float64), before, after)
+
+
+def percentile_sorted(values: Sequence[float], q: float) -> float:
+    """np.percentile(values, q) of already sorted, NaN-free ``values``, with numpy's own
+    arithmetic (linear method): a live voice's levels keep their values sorted as they
+    arrive, instead of partitioning thousands of them for every frame."""
+    n = len(values)
+    v = (n - 1) * (q / 100)
+    if v >= n - 1:
+        return float(values[-1])
+    prev = int(np.floor(v))
+    gamma = v - prev
+    a, b = float(values[prev]), float(values[prev + 1])
+    diff = b - a
+    if gamma >= 0.5:
+        return b - diff * (1 - gamma)
+    return a + diff * gamma

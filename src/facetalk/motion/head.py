@@ -4,9 +4,11 @@ brows raised on pitch accents."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 import numpy as np
 
+from . import kernels
 from .features import Features
 from .filters import _smooth, running_max
 
@@ -26,21 +28,24 @@ def stress_peaks(feat: Features) -> list[tuple[int, float, float]]:
     local_max = running_max(env, w_before, w_after)
     f0 = feat.f0
     voiced = f0 > 0
-    peaks = []
-    # A flat top (loudness clipped at 1, as the live driver's first second can be before it
-    # knows the voice's levels) is one peak, not one per hop: only where the plateau starts.
-    starts = np.ones(len(env), bool)
-    starts[1:] = env[1:] != env[:-1]
-    for i in np.nonzero((env == local_max) & (env > 0.35) & starts)[0]:
-        prom = env[i] - env[max(0, i - 2 * w_before):i + 1].min()
+    peaks: list[tuple[int, float, float]] = []
+    # Compiled (kernels.stress_candidates): a flat top (loudness clipped at 1, as the live
+    # driver's first second can be before it knows the voice's levels) is one peak, not
+    # one per hop: only where the plateau starts. Each with its prominence over the dip
+    # before it, and (pitch accent) the median F0 of the last 3 s.
+    candidates, proms, refs = kernels.stress_candidates(env, local_max, f0, voiced, 2 * w_before,
+                                                        int(3 * rate))
+    for i, prom, ref in zip(candidates.tolist(), proms.tolist(), refs.tolist(), strict=True):
         if prom <= 0.2:
             continue
         # Pitch accent: this syllable's F0 against the median of the last 3 s.
-        past = voiced[max(0, i - int(3 * rate)):i + 1]
-        ref = float(np.median(f0[max(0, i - int(3 * rate)):i + 1][past])) if past.sum() > 10 else 0.0
         accent = 12 * np.log2(f0[i] / ref) if ref > 0 and f0[i] > 0 else 0.0
         peaks.append((int(i), float(min(1.0, prom)), float(accent)))
     return peaks
+
+
+#: Drift amplitude per axis (yaw, pitch, roll), radians per unit of normalized drift.
+_DRIFT_AMP = np.array([amp * (np.pi / 180) * 0.6 for amp in (1.6, 0.9, 1.0)])
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ class HeadStyle:
     phases: np.ndarray
     weights: np.ndarray
     turn_seed: int
+
+    @cached_property
+    def drift_rms(self) -> np.ndarray:
+        """Expected RMS of each axis' weighted sines (a constant of the style)."""
+        return np.array([np.sqrt(0.5 * float((self.weights[axis] ** 2).sum())) for axis in range(3)])
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> HeadStyle:
@@ -70,14 +80,27 @@ def _bump(tt: np.ndarray, rise: float, decay: float) -> np.ndarray:
     return np.where(tt < 0, 0.0, np.where(tt < rise, up, tail))
 
 
+@lru_cache(maxsize=4096)
+def _turn_tilt(seed: int) -> tuple[float, float]:
+    """A syllable's turn and tilt draws (the live driver meets each syllable in ~75
+    frames; a generator costs more than the rest of its motion)."""
+    r = np.random.default_rng(seed)
+    return float(r.uniform(-0.6, 0.6)), float(r.uniform(-0.5, 0.5))
+
+
 def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: float,
-                   activity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   activity: np.ndarray, span: tuple[int, int] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Head pose (n, 5) and brow raise (n,) per hop of ``feat`` (starting at ``t0`` s).
 
     Slow drift is a sum of incommensurate sinusoids of absolute time; on stressed
     syllables the head nods (and turns or tilts a little, direction seeded per
     syllable), starting once the peak is confirmed; brows rise on pitch accents.
     ``activity`` (0..1 per hop, causal) scales the motion up while speaking.
+
+    ``span`` (first, stop): only these hops are computed, the others are left at rest.
+    The live driver samples one frame from two hops of its window; each hop's value is
+    the same as when all are computed (the stress peaks are still found in all of them).
     """
     n = feat.n
     rate = feat.rate
@@ -85,25 +108,36 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
     brow = np.zeros(n)
     if motion_scale <= 0 or n == 0:
         return pose, brow
+    lo, hi = (0, n) if span is None else (min(max(0, span[0]), n), max(0, min(n, span[1])))
+    hi = max(lo, hi)
     deg = np.pi / 180
-    t = t0 + np.arange(n) / rate
-    for axis, amp in ((0, 1.6), (1, 0.9), (2, 1.0)):
-        waves = style.weights[axis][:, None] * np.sin(
-            2 * np.pi * style.freqs[axis][:, None] * t + style.phases[axis][:, None])
-        # The sum of three unit-RMS-weighted sines, normalized by its expected RMS.
-        drift = waves.sum(0) / np.sqrt(0.5 * float((style.weights[axis] ** 2).sum()))
-        pose[:, axis] = amp * deg * 0.6 * drift
-    pose[:, :3] *= (0.7 + 0.5 * activity)[:, None]
-    for i, prom, accent in stress_peaks(feat):
-        start = (i / rate) + PEAK_CONFIRM_S
-        bump = _bump(np.arange(n) / rate - start, 0.15, 0.3)
-        # Direction of the small turn and tilt: fixed per syllable by its absolute time.
-        r = np.random.default_rng(style.turn_seed + int(round((t0 + i / rate) * 100)))
-        pose[:, 1] += 1.4 * deg * prom * bump
-        pose[:, 0] += float(r.uniform(-0.6, 0.6)) * deg * prom * bump
-        pose[:, 2] += float(r.uniform(-0.5, 0.5)) * deg * prom * bump
-        if accent > 1.5:
-            brow += 0.55 * prom * _bump(np.arange(n) / rate - start, 0.12, 0.35)
+    hops = np.arange(lo, hi) / rate
+    t = t0 + hops
+    # All three axes at once: (axis, component, hop).
+    waves = style.weights[:, :, None] * np.sin(
+        2 * np.pi * style.freqs[:, :, None] * t + style.phases[:, :, None])
+    # The sum of three unit-RMS-weighted sines (in order, as sum(0) adds them), normalized
+    # by its expected RMS.
+    drift = (waves[:, 0] + waves[:, 1] + waves[:, 2]) / style.drift_rms[:, None]
+    part = pose[lo:hi]
+    part[:, :3] = (_DRIFT_AMP[:, None] * drift).T
+    part[:, :3] *= (0.7 + 0.5 * activity[lo:hi])[:, None]
+    peaks = stress_peaks(feat)
+    if peaks and hi > lo:
+        # All syllables' bumps at once (the same values as one by one), added in order.
+        starts = np.array([(i / rate) + PEAK_CONFIRM_S for i, _, _ in peaks])
+        tt = hops[None, :] - starts[:, None]
+        bumps = _bump(tt, 0.15, 0.3)
+        coefs = np.empty((3, len(peaks)))  # nod, turn, tilt per syllable
+        for k, (i, prom, _) in enumerate(peaks):
+            # Direction of the small turn and tilt: fixed per syllable by its absolute time.
+            u_turn, u_tilt = _turn_tilt(style.turn_seed + int(round((t0 + i / rate) * 100)))
+            coefs[:, k] = (1.4 * deg * prom, u_turn * deg * prom, u_tilt * deg * prom)
+        kernels.add_nods(part, coefs, bumps)
+        accented = [k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5]
+        if accented:
+            raise_ = _bump(tt[accented], 0.12, 0.35)
+            kernels.add_rows(brow[lo:hi], np.array([0.55 * peaks[k][1] for k in accented]), raise_)
     pose[:, 3] = 0.01 * pose[:, 0] / deg  # a turn carries the head sideways a little
     pose[:, 4] = 0.006 * pose[:, 1] / deg
     return pose * motion_scale, np.clip(brow * motion_scale, 0.0, 1.0)

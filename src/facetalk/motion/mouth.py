@@ -14,10 +14,13 @@ The mouth reads the sound, not words, so it works in any language:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from . import kernels
 from .features import Features
-from .filters import LOOKAHEAD_S, _ema, _runs, _smooth, _window_sum, running_max
+from .filters import LOOKAHEAD_S, _ema, _smooth, percentile_sorted, running_max
 
 #: The offline driver has the whole recording and may look further: only speechiness
 #: uses it (telling a tone from a vowel needs more than 60 ms of it).
@@ -119,6 +122,16 @@ def bright_span(values: np.ndarray) -> tuple[float, float]:
     return centre - BRIGHT_WIDTH / 2, centre + BRIGHT_WIDTH / 2
 
 
+def bright_span_sorted(values: Sequence[float]) -> tuple[float, float]:
+    """:func:`bright_span` of sorted, NaN-free values (a live voice's, kept sorted as they
+    arrive rather than partitioned again for every frame)."""
+    if len(values) > 20:
+        centre = (percentile_sorted(values, 10) + percentile_sorted(values, 90)) / 2
+    else:
+        centre = -1.3
+    return centre - BRIGHT_WIDTH / 2, centre + BRIGHT_WIDTH / 2
+
+
 def bright_range(feat: Features) -> tuple[float, float]:
     """This speaker's brightness span over the hops whose F2 would be trusted."""
     return bright_span(feat.bright[strong_f2(feat) | (feat.voiced & (feat.loud > 0.4))])
@@ -136,44 +149,35 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     """
     rate = feat.rate
     n = feat.n
-    speech = feat.vad.astype(np.float64)
-    loud = feat.loud.copy()
+    loud = np.ascontiguousarray(feat.loud, dtype=np.float64)
     # Vowel openness from F1 (about 250 Hz closed to 800 Hz open), only when voiced.
-    f1 = feat.f1
-    voiced = feat.voiced & (f1 > 0)
-    vo = np.clip((f1 - 250.0) / 550.0, 0.0, 1.0)
-    vo = np.where(voiced, vo, 0.0)
+    vo, has_f1 = kernels.vowel_openness(np.ascontiguousarray(feat.f1, dtype=np.float64), feat.voiced)
     vo = _smooth(vo, 0.02, rate)
-    openness = np.where(voiced, 0.6 + 0.4 * vo, 0.45)
-    # Voiceless frication (s, f, sh...): energy mostly above 3 kHz, mouth nearly closed.
-    fric = (~feat.voiced) & (feat.high_ratio > 0.5)
-    openness = np.where(fric, 0.3, openness)
     # Opening level: mostly linear amplitude (the jaw opens most on loud vowel nuclei,
     # little on unstressed ones), with some log loudness so quiet syllables still show.
     amp = np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0)
-    level = 0.2 * np.power(loud, 0.8) + 0.8 * np.power(amp, 0.8)
+    loud_08, amp_08 = np.power(loud, 0.8), np.power(amp, 0.8)
     voice = speechiness(feat, ahead_s=lookahead_s)
-    # Below 0.1 the sound is not speech (a tune scored at most 0.09, a tone 0, while 99 %
-    # of loud speech hops score above 0.47): it must not move the mouth at all, not even
-    # by the few percent that were left to open the lips on every loud note.
-    voice = voice * np.clip((voice - 0.1) / 0.1, 0.0, 1.0)
-    target = level * openness * speech * voice
-
     press = bilabial_closures(feat)
-    target *= 1.0 - press
-
-    # Rounding / spreading from the spectrum's brightness, placed within this speaker's
-    # own range (10th to 90th percentile over loud voiced hops), so voices of any size are
-    # treated alike: the dark end is rounded (o, u), the bright end spread (i, e). LPC's
-    # F2 was used before: on recorded voices (voices set, tune speakers) it put u/o and
-    # i/e at the same median place in the span; brightness puts them at 0.05 and 0.79.
-    ok = feat.voiced
     lo, hi = bright_span if bright_span is not None else bright_range(feat)
-    rel = np.where(ok, (feat.bright - lo) / (hi - lo), 0.5)
-    rnd = np.clip((ROUND_FROM - rel) / (ROUND_FROM - ROUND_FULL), 0.0, 1.0) * ok
-    spr = np.clip((rel - SPREAD_FROM) / (SPREAD_FULL - SPREAD_FROM), 0.0, 1.0) * ok
-    gate = np.clip(loud * 2.0, 0, 1) * speech * voice
-    rnd, spr = rnd * gate, spr * gate
+    # Compiled (kernels.mouth_targets), hop by hop:
+    # * openness 0.6-1.0 from F1 when voiced, 0.45 otherwise, 0.3 for voiceless frication
+    #   (s, f, sh...: energy mostly above 3 kHz, mouth nearly closed);
+    # * the voice gate: below 0.1 the sound is not speech (a tune scored at most 0.09, a
+    #   tone 0, while 99 % of loud speech hops score above 0.47): it must not move the
+    #   mouth at all, not even by the few percent that were left to open the lips on every
+    #   loud note;
+    # * target = level * openness * speech * voice, shut by the closures (press);
+    # * rounding / spreading from the spectrum's brightness, placed within this speaker's
+    #   own range (10th to 90th percentile over loud voiced hops), so voices of any size
+    #   are treated alike: the dark end is rounded (o, u), the bright end spread (i, e).
+    #   LPC's F2 was used before: on recorded voices (voices set, tune speakers) it put u/o
+    #   and i/e at the same median place in the span; brightness puts them at 0.05 and 0.79.
+    target, rnd, spr = kernels.mouth_targets(
+        vo, has_f1, feat.voiced, np.ascontiguousarray(feat.high_ratio, dtype=np.float64), feat.vad,
+        loud, loud_08, amp_08, voice, press, np.ascontiguousarray(feat.bright, dtype=np.float64),
+        float(lo), float(hi), ROUND_FROM, ROUND_FROM - ROUND_FULL, SPREAD_FROM,
+        SPREAD_FULL - SPREAD_FROM)
 
     sig = 0.025 if smooth else 0.01
     target = _smooth(target, sig, rate)
@@ -193,17 +197,20 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
         ahead = np.concatenate([target[lead:], np.zeros(lead)])
         ahead[burst_onsets(feat)] = 0.0
         target = np.maximum(target, 0.6 * ahead)
-    o = np.clip(target * dynamic_scale, 0.0, 1.3)
-    # Lips part in proportion to the opening: a portrait that shows its teeth reveals
-    # them gradually instead of snapping from closed to its own (open) smile.
-    close = 1.0 - np.clip(o, 0.0, 1.0)
+    # Lips part in proportion to the opening (close = 1 - opening): a portrait that shows
+    # its teeth reveals them gradually instead of snapping from closed to its own (open)
+    # smile.
+    shapes = kernels.mouth_shapes(np.ascontiguousarray(target), np.ascontiguousarray(rnd),
+                                  np.ascontiguousarray(spr), float(dynamic_scale),
+                                  float(np.clip(dynamic_scale, 0, 1.5)), ROUND_GAIN, SPREAD_GAIN,
+                                  ROUND_OPEN)
     out = {
-        "jaw": 0.8 * o,
-        "lip_up": 0.35 * o,
-        "lip_down": 0.45 * o,
-        "close": close,
-        "round": ROUND_GAIN * rnd * np.clip(o / ROUND_OPEN, 0.0, 1.0) * np.clip(dynamic_scale, 0, 1.5),
-        "spread": SPREAD_GAIN * spr * np.clip(dynamic_scale, 0, 1.5),
+        "jaw": shapes[0],
+        "lip_up": shapes[1],
+        "lip_down": shapes[2],
+        "close": shapes[3],
+        "round": shapes[4],
+        "spread": shapes[5],
         "press": press,
     }
     for k in out:
@@ -229,33 +236,11 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
         return np.zeros(0)
     before = max(1, int(history_s * feat.rate))
     after = int(round(ahead_s * feat.rate))
-    act = feat.vad.astype(float)
-    voiced = (feat.voiced & feat.vad)
-    unvoiced = (feat.vad & ~feat.voiced).astype(float)
-    # Frication: voiceless sound with its energy up high (s, f, sh, bursts). A beep's or a
-    # note's edges are voiceless too, but quiet and dull: they must not pass for speech.
-    fric = (feat.vad & ~feat.voiced & (feat.high_ratio > 0.3)).astype(float)
-    trans = np.zeros(n)
-    trans[1:] = (voiced[1:] != voiced[:-1]) & feat.vad[1:] & feat.vad[:-1]
-    f0 = np.maximum(feat.f0, 1.0)
-    pair = np.zeros(n)
-    pair[1:] = voiced[1:] & voiced[:-1]
-    steady = np.zeros(n)
-    steady[1:] = pair[1:] * (np.abs(np.diff(np.log2(f0))) < 0.004)
-    active = _window_sum(act, before, after)
-    u = _window_sum(unvoiced, before, after) / np.maximum(active, 1.0)
-    uf = _window_sum(fric, before, after) / np.maximum(active, 1.0)
-    t = _window_sum(trans, before, after) / ((before + after) / feat.rate)
-    st = _window_sum(steady, before, after) / np.maximum(_window_sum(pair, before, after), 1.0)
-    score = np.clip(0.6 * np.clip(u / 0.1, 0, 1) + 0.4 * np.clip((t - 2.0) / 4.0, 0, 1), 0, 1)
-    # Held pitch with hardly any frication: an instrument or a beep, not a voice (speech
-    # holds its pitch in at most 45 % of voiced hop pairs, beeps in 87 %).
-    held = np.clip((st - 0.55) / 0.25, 0, 1) * (1.0 - np.clip(uf / 0.05, 0, 1))
-    # Almost nothing voiced: noise, breathing, clicks. Speech is voiceless in at most
-    # about 60 % of any 2 s (voices set: 5th-95th percentile 16-62 %), noise in 93-99 %.
-    noise = np.clip((u - 0.75) / 0.15, 0, 1)
-    score *= (1.0 - held) * (1.0 - noise)
-    score[active < 10] = 1.0  # too little sound around to judge: trust the level
+    # Per hop: voiceless share, frication share, voicing changes per second and the share
+    # of voiced hop pairs holding their pitch, over the window; compiled (see kernels).
+    log_f0 = np.log2(np.maximum(feat.f0, 1.0))
+    score = kernels.speech_score(feat.vad, feat.voiced, feat.high_ratio, log_f0, before, after,
+                                  float(feat.rate))
     return _ema(score, 0.12, feat.rate)
 
 
@@ -281,38 +266,27 @@ def bilabial_closures(feat: Features) -> np.ndarray:
     ahead = int(round(LOOKAHEAD_S * rate))
     env = running_max(feat.db, int(0.075 * rate), ahead)
     env_long = running_max(feat.db, int(0.15 * rate), ahead)
-    after_speech = running_max(feat.vad.astype(np.int8), 8, 0) > 0
-    # A closure silences the mouth, so its dip can go no lower than the room's noise:
-    # in a noisy room (10 dB SNR) 14 dB is never reached. Ask for 70 % of the way down
-    # to the floor, between STOP_DIP_MIN_DB and STOP_DIP_DB.
-    depth = np.clip(0.7 * (env_long - feat.floor_db), STOP_DIP_MIN_DB, STOP_DIP_DB)
-    for s, e in _runs((feat.db < env_long - depth) & after_speech):
-        if (e - s) / rate >= 0.03:
-            press[s:e] = 1.0
     low, high = denoised_shares(feat)
-    bar = (feat.voiced & (low > 0.95) & (high < 0.03) & (feat.db < env_long - BAR_DIP_DB)
-           & (feat.db > feat.floor_db + 3.0))
-    for s, e in _runs(bar):
-        if (e - s) / rate >= 0.02:
-            press[s:e] = 1.0
-    # Murmurs: /n/ and /ng/ qualify too (their place is not told apart here), a brief
-    # closure like the alveolar stops'.
-    murmur = ((low > MURMUR_LOW) & (high < 0.05) & feat.vad & (feat.db < env_long - MURMUR_DIP_DB)
-              & (feat.db > feat.floor_db + 3.0))
-    core = int(round(MURMUR_CORE_S * rate / 2))
-    for s, e in _runs(murmur):
-        if (e - s) / rate >= 0.03:
-            # Only its quietest moment: the lips show shut in one frame, while closing the
-            # whole murmur (often 30-50 % of the vowels' amplitude) took the mouth away
-            # from the loudness (tune speakers, re-tracked: median r 0.82 -> 0.78).
-            c = s + int(np.argmin(feat.db[s:e]))
-            press[max(s, c - core):min(e, c + core + 1)] = 1.0
     labial = _smooth(feat.labial, 0.02, rate) < LABIAL_MAX
-    nasal = (feat.voiced & (feat.low_ratio > 0.8) & (feat.high_ratio < 0.05) & labial
-             & ((feat.db < env - 5.0) | (feat.db < env_long - 6.0)))
-    for s, e in _runs(nasal):
-        if (e - s) / rate >= 0.03:
-            press[s:e] = 1.0
+    # Compiled, hop by hop (see kernels.lip_closures), as follows.
+    # * Stop closures, right after speech (within 8 hops). A closure silences the mouth,
+    #   so its dip can go no lower than the room's noise: in a noisy room (10 dB SNR)
+    #   14 dB is never reached. Ask for 70 % of the way down to the floor, between
+    #   STOP_DIP_MIN_DB and STOP_DIP_DB; at least 30 ms.
+    # * Voice bars: voiced, over 95 % of the energy low, under 3 % high, BAR_DIP_DB under
+    #   env_long and 3 dB over the floor; at least 20 ms.
+    # * Murmurs: /n/ and /ng/ qualify too (their place is not told apart here), a brief
+    #   closure like the alveolar stops'. Only its quietest moment (MURMUR_CORE_S): the lips
+    #   show shut in one frame, while closing the whole murmur (often 30-50 % of the
+    #   vowels' amplitude) took the mouth away from the loudness (tune speakers,
+    #   re-tracked: median r 0.82 -> 0.78).
+    # * Nasal murmurs with the labial cue (/m/): voiced, low, 5 dB under env or 6 dB
+    #   under env_long; at least 30 ms.
+    core = int(round(MURMUR_CORE_S * rate / 2))
+    kernels.lip_closures(press, np.ascontiguousarray(feat.db), feat.vad, feat.voiced, low, high,
+                         feat.low_ratio, feat.high_ratio, labial, env, env_long, float(feat.floor_db),
+                         float(rate), (STOP_DIP_MIN_DB, STOP_DIP_DB), BAR_DIP_DB, MURMUR_LOW,
+                         MURMUR_DIP_DB, core)
     return press
 
 
@@ -330,8 +304,8 @@ def denoised_shares(feat: Features) -> tuple[np.ndarray, np.ndarray]:
     power = 10 ** (feat.db / 10.0)
     noise = 10 ** (feat.floor_db / 10.0)
     signal = np.maximum(power - noise, 1e-12)
-    low = (feat.low_ratio * power - float(np.median(feat.low_ratio[quiet])) * noise) / signal
-    high = (feat.high_ratio * power - float(np.median(feat.high_ratio[quiet])) * noise) / signal
+    low = (feat.low_ratio * power - float(kernels.median(feat.low_ratio[quiet])) * noise) / signal
+    high = (feat.high_ratio * power - float(kernels.median(feat.high_ratio[quiet])) * noise) / signal
     return np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
 
 
@@ -341,10 +315,6 @@ def burst_onsets(feat: Features) -> np.ndarray:
     Lips closed for p/b stay closed until the release, so such onsets get no
     anticipatory opening.
     """
-    out = np.zeros(feat.n, bool)
-    flux_ref = float(np.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
-    for s, _ in _runs(feat.vad):
-        window = slice(s, min(feat.n, s + 3))
-        if s > 0 and feat.flux[window].max(initial=0.0) > 2.0 * flux_ref:
-            out[max(0, s - 8):s + 1] = True
-    return out
+    flux_ref = float(kernels.median(feat.flux[feat.vad])) if feat.vad.any() else 0.0
+    # A burst: the first 3 hops' flux over twice the speech's median (compiled).
+    return kernels.burst_onsets(feat.vad, np.ascontiguousarray(feat.flux), flux_ref)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..options import GenerationOptions
+from . import kernels
 from .blinks import blink_curve
 from .controls import CONTROLS, C
 from .features import Features
-from .filters import _ema, _runs, _smooth, running_max
+from .filters import _ema, _smooth, running_max
 from .head import HeadStyle, head_and_brows
 from .mouth import mouth_curves
 
@@ -83,20 +84,9 @@ def _closure_frames(press: np.ndarray, rate: float, times: np.ndarray, fps: floa
     vanish if merely averaged; marking only the nearest frame keeps closures visible
     without closing the mouth on the loud burst that follows them.
     """
-    out = np.zeros(len(times))
-    if len(times) == 0:
-        return out
-    for s, e in _runs(press > 0.5):
-        t0, t1 = s / rate, e / rate
-        inside = (times >= t0) & (times < t1)
-        if inside.any():
-            out[inside] = 1.0
-        else:
-            # The frame nearest the closure: within half a frame of its middle.
-            near = np.abs(times - (t0 + t1) / 2) <= 0.5 / fps + 1e-9
-            if near.any():
-                out[int(np.argmin(np.where(near, np.abs(times - (t0 + t1) / 2), np.inf)))] = 1.0
-    return out
+    # Compiled: the live driver asks for every frame, over the runs of its whole window.
+    return kernels.closure_frames(np.ascontiguousarray(press > 0.5), float(rate),
+                                   np.ascontiguousarray(times, dtype=np.float64), float(fps))
 
 
 def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.ndarray,
@@ -112,9 +102,19 @@ def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.nda
     ``offset_s`` moves the mouth (sync correction).
     """
     mouth_times = times - offset_s
+    grids: dict[int, np.ndarray] = {}
+
+    def sample(curve: np.ndarray, at: np.ndarray) -> np.ndarray:
+        if max(1, int(round(width * rate))) > 1:
+            return _sample(curve, rate, at, width)
+        # Unaveraged (live): _sample's grid, made once for all the curves of a frame.
+        if len(curve) not in grids:
+            grids[len(curve)] = (np.arange(len(curve)) + 0.0) / rate
+        return np.interp(at, grids[len(curve)], curve)
+
     controls = np.zeros((len(times), len(CONTROLS)), np.float32)
     for name, curve in mouth.items():
-        controls[:, C[name]] = _sample(curve, rate, mouth_times, width)
+        controls[:, C[name]] = sample(curve, mouth_times)
     # A lip closure shows as closed lips in its frame: p/b/m closures last 20-150 ms and
     # must not be averaged away.
     closure = _closure_frames(mouth["press"], rate, mouth_times, fps)
@@ -123,11 +123,11 @@ def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.nda
         controls[:, C[name]] *= keep
     controls[:, C["close"]] = np.maximum(controls[:, C["close"]], closure)
     controls[:, C["press"]] = closure
-    controls[:, C["brow"]] = _sample(brow, rate, times, width)
+    controls[:, C["brow"]] = sample(brow, times)
     held = running_max(blink, max(0, int(round(rate / fps)) - 1), 0)
     controls[:, C["blink_r"]] = np.interp(times, np.arange(len(blink)) / rate, held)
     controls[:, C["blink_l"]] = controls[:, C["blink_r"]]
-    frame_pose = np.stack([_sample(pose[:, k], rate, times, width) for k in range(5)], axis=1)
+    frame_pose = np.stack([sample(pose[:, k], times) for k in range(5)], axis=1)
     return controls, frame_pose.astype(np.float32)
 
 

@@ -32,6 +32,7 @@ from ..face import landmarks as L
 from ..face.analysis import FaceModel
 from ..face.framing import Framing
 from ..motion.controls import CONTROLS
+from ..motion.kernels import warm_up as warm_up_motion
 from .interior import OPEN_GAP, MouthSprites, build_mouth
 from .layers import composite_eye, composite_mouth
 from .raster import rasterize_tris, triangles
@@ -504,6 +505,7 @@ def warm_up() -> None:
     m2 = np.zeros((6, 6, 2), np.float32)  # the renderer's two-channel maps (strided views)
     rasterize_tris(tri, tri, np.ones(1, np.uint8), m2[..., 0], m2[..., 1], None)
     warm_up_rig()
+    warm_up_motion()  # the live driver's loops, planned for every frame
     # The compositing kernels with the renderer's own argument types (float64 columns and
     # parameters, float32 layers, uint8 boxes that are strided views of a frame).
     frame = np.zeros((6, 6, 3), np.uint8)
