@@ -41,10 +41,11 @@ def parse_duration(text: str | float | int, what: str) -> float:
 
 
 def default_live_sessions() -> int:
-    """Three live sessions per two cores: what a 2-core box holds at 512 px (measured with
-    stream-bench: 3 sessions p95 112 ms, 0 dropped; 4 sessions p95 583 ms, frames dropped),
-    so the next one is refused instead of making every session late."""
-    return max(1, 3 * max(1, os.cpu_count() or 1) // 2)
+    """Two live sessions per core: a 2-core box holds four at 512 px with room to spare
+    (measured with stream-bench: 4 sessions p95 74 ms, 5 p95 81 ms, 0 dropped; 6 sessions
+    p95 411 ms, most frames late), so the next one is refused instead of making every
+    session late."""
+    return max(1, 2 * max(1, os.cpu_count() or 1))
 
 
 def default_workers() -> int:
@@ -161,7 +162,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease", "--lease", "FACETALK_LEASE", "30s",
             "A render renews its job's lease every third of this; a machine silent this long "
             "loses its job to another worker.", ("worker",), metavar="DURATION"),
-    Setting("live_sessions", "--live-sessions", "FACETALK_LIVE_SESSIONS", "three per two cores",
+    Setting("live_sessions", "--live-sessions", "FACETALK_LIVE_SESSIONS", "two per core",
             "Live WebSocket sessions (`/v1/stream`) at once. The next is refused with close "
             "code `1013` (try again later) instead of making every session late. Check what "
             "yours holds with `facetalk stream-bench --sessions N`.", kind="int"),
