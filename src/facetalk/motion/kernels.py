@@ -110,18 +110,11 @@ def runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
 @njit(cache=True, nogil=True, error_model="numpy")
 def mark_runs(out: np.ndarray, mask: np.ndarray, rate: float, min_s: float) -> None:  # pragma: no cover
     """Set ``out`` to 1 over every True run of ``mask`` lasting at least ``min_s`` seconds."""
-    n = len(mask)
-    i = 0
-    while i < n:
-        if mask[i]:
-            j = i
-            while j < n and mask[j]:
-                j += 1
-            if (j - i) / rate >= min_s:
-                out[i:j] = 1.0
-            i = j
-        else:
-            i += 1
+    starts, ends = runs(mask)
+    for r in range(len(starts)):
+        i, j = starts[r], ends[r]
+        if (j - i) / rate >= min_s:
+            out[i:j] = 1.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -129,24 +122,17 @@ def mark_run_cores(out: np.ndarray, mask: np.ndarray, level: np.ndarray, rate: f
                    core: int) -> None:  # pragma: no cover - compiled
     """Set ``out`` to 1 around the quietest hop (first minimum of ``level``), ``core`` hops
     each side, of every True run of ``mask`` lasting at least ``min_s`` seconds."""
-    n = len(mask)
-    i = 0
-    while i < n:
-        if mask[i]:
-            j = i
-            while j < n and mask[j]:
-                j += 1
-            if (j - i) / rate >= min_s:
-                c = i  # np.argmin: the first minimum, or the first NaN
-                for k in range(i + 1, j):
-                    if level[c] != level[c]:
-                        break
-                    if level[k] < level[c] or level[k] != level[k]:
-                        c = k
-                out[max(i, c - core):min(j, c + core + 1)] = 1.0
-            i = j
-        else:
-            i += 1
+    starts, ends = runs(mask)
+    for r in range(len(starts)):
+        i, j = starts[r], ends[r]
+        if (j - i) / rate >= min_s:
+            c = i  # np.argmin: the first minimum, or the first NaN
+            for k in range(i + 1, j):
+                if level[c] != level[c]:
+                    break
+                if level[k] < level[c] or level[k] != level[k]:
+                    c = k
+            out[max(i, c - core):min(j, c + core + 1)] = 1.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -226,16 +212,10 @@ def closure_frames(closed: np.ndarray, rate: float, times: np.ndarray, fps: floa
     """plan._closure_frames over the True runs of ``closed`` (same comparisons, same order)."""
     m = len(times)
     out = np.zeros(m)
-    n = len(closed)
     half = 0.5 / fps + 1e-9
-    i = 0
-    while i < n:
-        if not closed[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and closed[j]:
-            j += 1
+    starts, ends = runs(closed)
+    for r in range(len(starts)):
+        i, j = starts[r], ends[r]
         t0, t1 = i / rate, j / rate
         inside = False
         for f in range(m):
@@ -254,7 +234,6 @@ def closure_frames(closed: np.ndarray, rate: float, times: np.ndarray, fps: floa
                     best, best_d = f, d
             if best >= 0:
                 out[best] = 1.0
-        i = j
     return out
 
 
@@ -361,14 +340,9 @@ def burst_onsets(vad: np.ndarray, flux: np.ndarray, flux_ref: float) -> np.ndarr
     n = len(vad)
     out = np.zeros(n, np.bool_)
     limit = 2.0 * flux_ref
-    i = 0
-    while i < n:
-        if not vad[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and vad[j]:
-            j += 1
+    starts = runs(vad)[0]
+    for r in range(len(starts)):
+        i = starts[r]
         if i > 0:
             m = 0.0
             for k in range(i, min(n, i + 3)):
@@ -380,7 +354,6 @@ def burst_onsets(vad: np.ndarray, flux: np.ndarray, flux_ref: float) -> np.ndarr
                     m = v
             if m > limit:
                 out[max(0, i - 8):i + 1] = True
-        i = j
     return out
 
 
