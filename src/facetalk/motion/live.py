@@ -13,7 +13,7 @@ from .blinks import BlinkScheduler
 from .features import RAW_FIELDS, RawFeatures, _levels, _levels_sorted, derive
 from .filters import LOOKAHEAD_S, ema_alpha
 from .head import HeadStyle, head_and_brows
-from .mouth import bright_span, bright_span_sorted, f2_span, mouth_curves, strong_f2
+from .mouth import bright_span, bright_span_sorted, mouth_curves, strong_f2
 from .plan import frame_controls
 
 
@@ -49,12 +49,11 @@ class _SortedWindow:
 
 
 class _RunningStats:
-    """Levels and F2 span of a live voice, from what has been heard so far."""
+    """Levels and brightness span of a live voice, from what has been heard so far."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._db = _SortedWindow(int(8 * rate))  # the last 8 s
-        self._f2 = _SortedWindow(3000)
         self._bright = _SortedWindow(3000)
 
     @property
@@ -63,21 +62,14 @@ class _RunningStats:
         return self._db.values
 
     @property
-    def f2(self) -> list[float]:
-        """Trusted F2 values, oldest first."""
-        return self._f2.values
-
-    @property
     def bright(self) -> list[float]:
         """Trusted brightness values, oldest first."""
         return self._bright.values
 
-    def add(self, db: np.ndarray, f2_strong: np.ndarray, bright: np.ndarray | None = None) -> None:
-        """Add the levels (and trusted F2 and brightness values) of newly settled hops."""
+    def add(self, db: np.ndarray, bright: np.ndarray) -> None:
+        """Add the levels and trusted brightness values of newly settled hops."""
         self._db.extend(db.tolist())
-        self._f2.extend(f2_strong.tolist())
-        if bright is not None:
-            self._bright.extend(bright.tolist())
+        self._bright.extend(bright.tolist())
 
     def levels(self) -> tuple[float, float]:
         """Noise floor and speech peak (dB) so far."""
@@ -88,10 +80,6 @@ class _RunningStats:
         # Too little heard yet: assume speech peaks a little under the loudest so far.
         peak = max(max(self._db.values, default=-50.0) - 3.0, -50.0)
         return peak - 45.0, peak
-
-    def f2_span(self) -> tuple[float, float]:
-        """The F2 span so far (see :func:`f2_span`)."""
-        return f2_span(np.asarray(self._f2.values))
 
     def bright_span(self) -> tuple[float, float]:
         """The brightness span so far (see :func:`bright_span`)."""
@@ -232,8 +220,7 @@ class MotionStream:
             self._activity.extend(np.array(activity))
             self._blink_curve.extend(np.array(blink))
             # Nothing reads the running stats before the next frame: added at once.
-            self.stats.add(feat.db[settled], feat.f2[settled][strong[settled]],
-                           feat.bright[settled][trusted[settled]])
+            self.stats.add(feat.db[settled], feat.bright[settled][trusted[settled]])
         self.final = max(self.final, settle_to)
         # No F2 span: the lips no longer use it (see mouth_curves).
         mouth = mouth_curves(feat, self.options.dynamic_scale, self.options.smooth_motion,
