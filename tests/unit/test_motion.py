@@ -117,6 +117,27 @@ def test_a_steady_tone_does_not_move_the_mouth() -> None:
     assert plan.controls[:, C["lip_down"]].max() < 0.02
 
 
+def test_notes_with_vibrato_do_not_pass_for_a_voice() -> None:
+    """A voice under music is found by its pitch gliding while its F1 and timbre move; an
+    instrument's vibrato glides too (3-5 % here, 12 partials) but keeps its timbre."""
+    from facetalk.motion.mouth import speechiness
+
+    rng = np.random.default_rng(0)
+    step = int(signals.RATE / 2.0)
+    t = np.arange(step) / signals.RATE
+    notes = []
+    for k in range(16):
+        f = 220.0 * 2 ** (rng.choice([0, 2, 4, 5, 7, 9, 11, 12]) / 12)
+        phase = 2 * np.pi * np.cumsum(f * (1 + (0.03 + 0.02 * (k % 2)) * np.sin(2 * np.pi * 5.5 * t)))
+        phase /= signals.RATE
+        notes.append(sum(np.sin(j * phase) / j for j in range(1, 13))
+                     * np.minimum(1, t / 0.05) * np.exp(-t))
+    x = np.concatenate(notes)
+    feat = analyze((0.4 * x / np.abs(x).max()).astype(np.float32), signals.RATE)
+    score = speechiness(feat, ahead_s=0.5)[feat.vad]
+    assert feat.vad.mean() > 0.9 and np.mean(score > 0.1) < 0.3, np.mean(score > 0.1)
+
+
 def test_rounded_and_spread_vowels_shape_the_lips() -> None:
     x, marks = signals.vowel_pairs(4)
     feat, plan = offline(x)

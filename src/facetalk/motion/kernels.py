@@ -251,18 +251,22 @@ def _clip(x: float, lo: float, hi: float) -> float:  # pragma: no cover - compil
 GLIDE_MIN, GLIDE_MAX = 0.004, 0.06
 #: F1 change per hop (Hz) that counts as the vowel moving.
 F1_MOVE_HZ = 40.0
-#: Ramps of the gliding and moving shares of voiced hop pairs, from no evidence of a voice
-#: to full. Tune speakers over a tune 10 dB down: 10th percentiles 0.43-0.65 gliding and
-#: 0.36-0.49 moving; tunes, notes, beeps and tones: at most 0.04 gliding, 0.14 moving.
-GLIDE_SHARE = (0.1, 0.4)
+#: Ramps of the gliding and moving shares of voiced hop pairs and of the mean brightness
+#: change per active hop (log10 units), from no evidence of a voice to full. Tune speakers
+#: over a tune 10 dB down (2 s windows, 10th percentiles): 0.43-0.65 gliding, 0.36-0.49
+#: moving, 0.12-0.23 brightness change. Tunes, notes, beeps and tones: at most 0.04
+#: gliding, 0.14 moving; harmonic notes with a 3-5 % vibrato: 0.2-0.5 gliding, 0.06-0.36
+#: moving, but 0.01-0.02 brightness change.
+GLIDE_SHARE = (0.2, 0.4)
 F1_MOVE_SHARE = (0.15, 0.35)
+TIMBRE_MOVE = (0.04, 0.1)
 #: Voiced hop pairs a window needs before the glide is judged (noise has few).
 GLIDE_PAIRS = 30.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray, log_f0: np.ndarray,
-                 f1: np.ndarray, before: int, after: int, rate: float
+                 f1: np.ndarray, bright: np.ndarray, before: int, after: int, rate: float
                  ) -> np.ndarray:  # pragma: no cover - compiled
     """mouth.speechiness's score before its EMA (see there), hop by hop."""
     n = len(vad)
@@ -274,6 +278,7 @@ def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray
     steady = np.zeros(n)
     glide = np.zeros(n)
     moving = np.zeros(n)
+    timbre = np.zeros(n)
     for i in range(n):
         act[i] = 1.0 if vad[i] else 0.0
         uv = vad[i] and not voiced_raw[i]
@@ -290,6 +295,8 @@ def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray
             steady[i] = pair[i] * (1.0 if step < 0.004 else 0.0)
             glide[i] = pair[i] * (1.0 if GLIDE_MIN <= step < GLIDE_MAX else 0.0)
             moving[i] = pair[i] * (1.0 if abs(f1[i] - f1[i - 1]) > F1_MOVE_HZ else 0.0)
+            if vad[i] and vad[i - 1]:
+                timbre[i] = abs(bright[i] - bright[i - 1])
     active = window_sum(act, before, after)
     s_unvoiced = window_sum(unvoiced, before, after)
     s_fric = window_sum(fric, before, after)
@@ -298,6 +305,7 @@ def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray
     s_pair = window_sum(pair, before, after)
     s_glide = window_sum(glide, before, after)
     s_moving = window_sum(moving, before, after)
+    s_timbre = window_sum(timbre, before, after)
     span = (before + after) / rate
     score = np.empty(n)
     for i in range(n):
@@ -309,14 +317,17 @@ def speech_score(vad: np.ndarray, voiced_raw: np.ndarray, high_ratio: np.ndarray
         s = _clip(0.6 * _clip(u / 0.1, 0.0, 1.0) + 0.4 * _clip((t - 2.0) / 4.0, 0.0, 1.0), 0.0, 1.0)
         # A voice under a steady bed of music: the bed's harmonics make nearly every hop
         # voiced, so the voiceless share and the voicing changes above vanish. What stays
-        # is the voice's own pitch gliding and its F1 moving from hop to hop; a note holds
-        # both (or jumps), so both must move.
+        # is the voice's own pitch gliding, its F1 moving from hop to hop and its timbre
+        # (brightness) changing with every sound; a note holds all three (or jumps), and
+        # an instrument's vibrato glides but keeps its timbre, so all three must move.
         if s_pair[i] >= GLIDE_PAIRS:
             g = _clip((s_glide[i] / s_pair[i] - GLIDE_SHARE[0]) / (GLIDE_SHARE[1] - GLIDE_SHARE[0]),
                       0.0, 1.0)
             m = _clip((s_moving[i] / s_pair[i] - F1_MOVE_SHARE[0])
                       / (F1_MOVE_SHARE[1] - F1_MOVE_SHARE[0]), 0.0, 1.0)
-            s = max(s, min(g, m))
+            b = _clip((s_timbre[i] / a - TIMBRE_MOVE[0]) / (TIMBRE_MOVE[1] - TIMBRE_MOVE[0]),
+                      0.0, 1.0)
+            s = max(s, min(g, min(m, b)))
         # Held pitch with hardly any frication: an instrument or a beep, not a voice (speech
         # holds its pitch in at most 45 % of voiced hop pairs, beeps in 87 %).
         held = _clip((st - 0.55) / 0.25, 0.0, 1.0) * (1.0 - _clip(uf / 0.05, 0.0, 1.0))
@@ -473,7 +484,7 @@ def warm_up() -> None:
     add_nods(np.zeros((12, 5)), np.ones((3, 1)), np.ones((1, 12)))
     add_rows(f.copy(), np.ones(1), np.ones((1, 12)))  # the brows
     closure_frames(b, 100.0, np.array([0.04]), 25.0)
-    speech_score(b, b, f, f, f, 2, 1, 100.0)
+    speech_score(b, b, f, f, f, f, 2, 1, 100.0)
     burst_onsets(b, f, 1.0)
     vowel_openness(f, b)
     mouth_targets(f, b, b, f, b, f, f, f, f, f, f, -2.4, -0.2, 0.6, 0.4, 0.6, 0.3)

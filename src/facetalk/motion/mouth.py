@@ -227,7 +227,7 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
     Tones, beeps and instrumental music are almost always voiced, change voicing rarely
     and hold each pitch; noise and breathing are almost never voiced. Under a bed of
     music nearly every hop is voiced, so a voice is also told by its pitch gliding while
-    its F1 moves (see kernels.speech_score). Scored over the
+    its F1 and timbre change (see kernels.speech_score). Scored over the
     last ``history_s`` seconds and ``ahead_s`` ahead so a long vowel inside speech
     still counts as speech; the mouth opening is scaled by it, so a tone or a tune
     leaves the mouth at rest instead of chattering. With
@@ -242,7 +242,8 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
     # of voiced hop pairs holding their pitch, over the window; compiled (see kernels).
     log_f0 = np.log2(np.maximum(feat.f0, 1.0))
     score = kernels.speech_score(feat.vad, feat.voiced, feat.high_ratio, log_f0,
-                                 np.ascontiguousarray(feat.f1, dtype=np.float64), before, after,
+                                 np.ascontiguousarray(feat.f1, dtype=np.float64),
+                                 np.ascontiguousarray(feat.bright, dtype=np.float64), before, after,
                                  float(feat.rate))
     return _ema(score, 0.12, feat.rate)
 
