@@ -138,6 +138,53 @@ def test_notes_with_vibrato_do_not_pass_for_a_voice() -> None:
     assert feat.vad.mean() > 0.9 and np.mean(score > 0.1) < 0.3, np.mean(score > 0.1)
 
 
+def _vowel_consonant_vowel(kind: str) -> tuple[np.ndarray, float, float]:
+    """/a/ + consonant + /a/ (with a faint noise floor), and where the consonant is (s).
+
+    ``f``: weak frication with a falling spectrum, 22 dB under the vowels; ``s``:
+    high-passed noise 8 dB under; ``gap``: a pause."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(0)
+    a_formants = ((700, 80), (1200, 90), (2600, 120))
+    cut = int(0.09 * signals.RATE)  # the syllable's leading /s/
+    v1, v2 = (signals.syllable(a_formants, 0.3, rng)[0][cut:] for _ in range(2))
+    rms = float(np.sqrt(np.mean(v1**2)))
+    noise = np.random.default_rng(1).normal(0, 1, int(0.1 * signals.RATE))
+    if kind == "gap":
+        mid = np.zeros_like(noise)
+    else:
+        mid = (lfilter([1], [1, -0.85], noise) if kind == "f"
+               else lfilter([1, -2, 1], [1], noise))
+        mid *= rms * 10 ** ((-22 if kind == "f" else -8) / 20) / np.sqrt(np.mean(mid**2))
+    pad = np.zeros(4000)
+    x = np.concatenate([pad, v1, mid, v2, pad])
+    x += np.random.default_rng(5).normal(0, rms * 10 ** (-45 / 20), len(x))
+    start = (len(pad) + len(v1)) / signals.RATE
+    return x.astype(np.float32), start, start + len(mid) / signals.RATE
+
+
+@pytest.mark.parametrize("kind", ["f", "s", "gap"])
+def test_a_weak_fricative_between_vowels_gets_the_f_shape(kind: str) -> None:
+    from facetalk.motion.mouth import labiodentals
+
+    x, a, b = _vowel_consonant_vowel(kind)
+    feat = analyze(x, signals.RATE)
+    lab = labiodentals(feat, 0.7)
+    t = np.arange(feat.n) / feat.rate
+    inside, outside = lab[(t > a + 0.01) & (t < b - 0.01)], lab[(t < a - 0.02) | (t > b + 0.02)]
+    assert outside.max() == 0.0
+    if kind == "f":
+        assert inside.mean() >= 0.8, inside.mean()
+        _, plan = offline(x)
+        mid = int(round((a + b) / 2 * FPS))
+        c = plan.controls[mid]
+        # jaw part-open, lower lip held up against the upper teeth, upper lip lifted
+        assert c[C["jaw"]] > 0.05 and c[C["lip_down"]] < 0 and c[C["lip_up"]] > 0.2, c
+    else:
+        assert inside.max() == 0.0, inside.mean()
+
+
 def test_rounded_and_spread_vowels_shape_the_lips() -> None:
     x, marks = signals.vowel_pairs(4)
     feat, plan = offline(x)

@@ -114,7 +114,8 @@ def frame_controls(mouth: dict[str, np.ndarray], brow: np.ndarray, blink: np.nda
 
     controls = np.zeros((len(times), len(CONTROLS)), np.float32)
     for name, curve in mouth.items():
-        controls[:, C[name]] = sample(curve, mouth_times)
+        if name in C:  # not "opening" (see mouth_curves)
+            controls[:, C[name]] = sample(curve, mouth_times)
     # A lip closure shows as closed lips in its frame: p/b/m closures last 20-150 ms and
     # must not be averaged away.
     closure = _closure_frames(mouth["press"], rate, mouth_times, fps)
@@ -149,7 +150,7 @@ def plan_motion(feat: Features, n_frames: int, options: GenerationOptions) -> Mo
         # Against the sound's amplitude, as a viewer (and facetalk eval) compares them: the
         # log loudness rises before the amplitude and falls after it, so it read the
         # deliberate anticipation of onsets as the mouth being early and delayed it.
-        opening = mouth["jaw"]
+        opening = mouth["opening"]
         env = _smooth(np.clip(10 ** ((feat.db - feat.peak_db) / 20.0), 0.0, 1.0) * feat.vad, 0.02, rate)
         lag = _xcorr_lag(opening, env, int(MAX_CORRECTION_S * rate)) / rate
         offset_s = -float(np.clip(lag, -MAX_CORRECTION_S, MAX_CORRECTION_S))
