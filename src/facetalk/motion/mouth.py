@@ -184,8 +184,9 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     loud_08, amp_08 = np.power(loud, 0.8), np.power(amp, 0.8)
     voice = speechiness(feat, ahead_s=lookahead_s)
     # A weak fricative dips as deep as a stop closure but is not silent: f, not p.
-    fv = labiodentals(feat, lookahead_s)
-    press = bilabial_closures(feat) * (1.0 - fv)
+    shares = denoised_shares(feat)
+    fv = labiodentals(feat, lookahead_s, shares)
+    press = bilabial_closures(feat, shares) * (1.0 - fv)
     lo, hi = bright_span if bright_span is not None else bright_range(feat)
     # Compiled (kernels.mouth_targets), hop by hop:
     # * openness 0.6-1.0 from F1 when voiced, 0.45 otherwise, 0.3 for voiceless frication
@@ -255,11 +256,13 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     return out
 
 
-def labiodentals(feat: Features, lookahead_s: float = LOOKAHEAD_S) -> np.ndarray:
+def labiodentals(feat: Features, lookahead_s: float = LOOKAHEAD_S,
+                 shares: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """1 on the hops of a weak voiceless fricative next to a voiced sound (f, th), else 0.
 
     See FV_DIP_DB. The voice after it is looked for only as far as the driver may look
     ahead (``lookahead_s``): live, an f after a pause is found once the voice comes.
+    ``shares``: :func:`denoised_shares` of ``feat`` if the caller has them.
     """
     rate = feat.rate
     out = np.zeros(feat.n)
@@ -268,7 +271,7 @@ def labiodentals(feat: Features, lookahead_s: float = LOOKAHEAD_S) -> np.ndarray
     back = int(round(FV_NEAR_S * rate))
     ahead = int(round(min(FV_NEAR_S, lookahead_s) * rate))
     env = running_max(feat.db, back, ahead)
-    low, high = denoised_shares(feat)
+    low, high = shares if shares is not None else denoised_shares(feat)
     voice = (feat.vad & feat.voiced).astype(np.int8)
     before = running_max(voice, back, 0) > 0
     after = running_max(voice, 0, ahead) > 0
@@ -310,7 +313,8 @@ def speechiness(feat: Features, history_s: float = 1.4, ahead_s: float = LOOKAHE
     return _ema(score, 0.12, feat.rate)
 
 
-def bilabial_closures(feat: Features) -> np.ndarray:
+def bilabial_closures(feat: Features, shares: tuple[np.ndarray, np.ndarray] | None = None
+                      ) -> np.ndarray:
     """0..1 lip-closure strength per hop: stop closures, voice bars, /m/ murmurs.
 
     * A stop closure is a dip (at least 30 ms) well below the surrounding speech level
@@ -325,14 +329,15 @@ def bilabial_closures(feat: Features) -> np.ndarray:
       yes, /n/ and /ng/ no.
 
     Levels are compared with the loudest sound within LOOKAHEAD_S ahead and 75 or
-    150 ms back, so no decision needs more future audio than that.
+    150 ms back, so no decision needs more future audio than that. ``shares``:
+    :func:`denoised_shares` of ``feat`` if the caller has them.
     """
     rate = feat.rate
     press = np.zeros(feat.n)
     ahead = int(round(LOOKAHEAD_S * rate))
     env = running_max(feat.db, int(0.075 * rate), ahead)
     env_long = running_max(feat.db, int(0.15 * rate), ahead)
-    low, high = denoised_shares(feat)
+    low, high = shares if shares is not None else denoised_shares(feat)
     labial = _smooth(feat.labial, 0.02, rate) < LABIAL_MAX
     # Compiled, hop by hop (see kernels.lip_closures), as follows.
     # * Stop closures, right after speech (within 8 hops). A closure silences the mouth,
