@@ -185,6 +185,28 @@ def test_a_weak_fricative_between_vowels_gets_the_f_shape(kind: str) -> None:
         assert inside.max() == 0.0, inside.mean()
 
 
+def test_head_motion_of_a_long_clip_needs_no_syllables_by_hops_table() -> None:
+    """Ten minutes of syllables: the head's bumps are added block by block, not as one
+    syllables x hops array (about 1 GB for 5 minutes, 10 GB for 30: the memory bench's
+    30-minute render at 1024 px was killed for running out of memory)."""
+    import tracemalloc
+
+    from facetalk.motion.head import HeadStyle, head_and_brows
+
+    x, _ = signals.vowel_pairs(repeats=4)
+    x = np.tile(x, int(np.ceil(600 / (len(x) / signals.RATE))))
+    feat = analyze(x, signals.RATE)
+    style = HeadStyle.draw(np.random.default_rng(0))
+    tracemalloc.start()
+    try:
+        pose, brow = head_and_brows(feat, 0.0, style, 1.0, np.ones(feat.n))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, peak / 1e6  # the result itself is 6 floats per hop: 2.9 MB
+    assert np.abs(pose[:, 1]).max() > 0.005 and brow.max() > 0  # nods and brows still there
+
+
 def test_rounded_and_spread_vowels_shape_the_lips() -> None:
     x, marks = signals.vowel_pairs(4)
     feat, plan = offline(x)

@@ -71,6 +71,13 @@ class HeadStyle:
                    turn_seed=int(rng.integers(0, 2**31 - 1)))
 
 
+#: Hops per block of head_and_brows' syllable bumps, and how long after its start a
+#: bump can still be non-zero: rise (0.15 s at most) + decay (0.35 s at most) x 746 (the
+#: exponent at which exp underflows to 0).
+_BLOCK = 1024
+_REACH_S = 0.15 + 0.35 * 746.0
+
+
 def _bump(tt: np.ndarray, rise: float, decay: float) -> np.ndarray:
     """0 before 0, smooth rise over ``rise`` s, exponential decay afterwards."""
     u = np.clip(tt / rise, 0.0, 1.0)
@@ -124,20 +131,31 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
     part[:, :3] *= (0.7 + 0.5 * activity[lo:hi])[:, None]
     peaks = stress_peaks(feat)
     if peaks and hi > lo:
-        # All syllables' bumps at once (the same values as one by one), added in order.
         starts = np.array([(i / rate) + PEAK_CONFIRM_S for i, _, _ in peaks])
-        tt = hops[None, :] - starts[:, None]
-        bumps = _bump(tt, 0.15, 0.3)
         coefs = np.empty((3, len(peaks)))  # nod, turn, tilt per syllable
         for k, (i, prom, _) in enumerate(peaks):
             # Direction of the small turn and tilt: fixed per syllable by its absolute time.
             u_turn, u_tilt = _turn_tilt(style.turn_seed + int(round((t0 + i / rate) * 100)))
             coefs[:, k] = (1.4 * deg * prom, u_turn * deg * prom, u_tilt * deg * prom)
-        kernels.add_nods(part, coefs, bumps)
-        accented = [k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5]
-        if accented:
-            raise_ = _bump(tt[accented], 0.12, 0.35)
-            kernels.add_rows(brow[lo:hi], np.array([0.55 * peaks[k][1] for k in accented]), raise_)
+        accented = np.array([k for k, (_, _, accent) in enumerate(peaks) if accent > 1.5], int)
+        lifts = np.array([0.55 * peaks[k][1] for k in accented])
+        # Syllables' bumps, added in order, block by block of hops: a bump is exactly 0
+        # before its start and once its tail underflows (exp below -745), so only the
+        # syllables that can reach a block are computed for it (every syllable against
+        # every hop at once needed peaks x hops floats: 10 GB for a 30-minute clip).
+        for b0 in range(0, hi - lo, _BLOCK):
+            blk = hops[b0:b0 + _BLOCK]
+            near = np.flatnonzero((starts <= blk[-1]) & (starts >= blk[0] - _REACH_S))
+            if len(near) == 0:
+                continue
+            tt = blk[None, :] - starts[near, None]
+            kernels.add_nods(part[b0:b0 + _BLOCK], np.ascontiguousarray(coefs[:, near]),
+                             _bump(tt, 0.15, 0.3))
+            acc = np.flatnonzero(np.isin(near, accented))
+            if len(acc):
+                kernels.add_rows(brow[lo + b0:lo + b0 + len(blk)],
+                                 lifts[np.searchsorted(accented, near[acc])],
+                                 _bump(tt[acc], 0.12, 0.35))
     pose[:, 3] = 0.01 * pose[:, 0] / deg  # a turn carries the head sideways a little
     pose[:, 4] = 0.006 * pose[:, 1] / deg
     return pose * motion_scale, np.clip(brow * motion_scale, 0.0, 1.0)
