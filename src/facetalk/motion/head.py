@@ -74,7 +74,7 @@ class HeadStyle:
 #: Hops per block of head_and_brows' syllable bumps, and how long after its start a
 #: bump can still be non-zero: rise (0.15 s at most) + decay (0.35 s at most) x 746 (the
 #: exponent at which exp underflows to 0).
-_BLOCK = 1024
+_BLOCK = 256
 _REACH_S = 0.15 + 0.35 * 746.0
 
 
@@ -120,12 +120,16 @@ def head_and_brows(feat: Features, t0: float, style: HeadStyle, motion_scale: fl
     deg = np.pi / 180
     hops = np.arange(lo, hi) / rate
     t = t0 + hops
-    # All three axes at once: (axis, component, hop).
-    waves = style.weights[:, :, None] * np.sin(
-        2 * np.pi * style.freqs[:, :, None] * t + style.phases[:, :, None])
-    # The sum of three unit-RMS-weighted sines (in order, as sum(0) adds them), normalized
-    # by its expected RMS.
-    drift = (waves[:, 0] + waves[:, 1] + waves[:, 2]) / style.drift_rms[:, None]
+    # All three axes at once, (axis, hop): the sum of three unit-RMS-weighted sines (added
+    # in order, one component at a time: a whole (axis, component, hop) array is 13 MB
+    # for a 30-minute clip), normalized by its expected RMS.
+    def wave(c: int) -> np.ndarray:
+        return style.weights[:, c, None] * np.sin(
+            2 * np.pi * style.freqs[:, c, None] * t + style.phases[:, c, None])
+
+    drift = wave(0) + wave(1)
+    drift += wave(2)
+    drift /= style.drift_rms[:, None]
     part = pose[lo:hi]
     part[:, :3] = (_DRIFT_AMP[:, None] * drift).T
     part[:, :3] *= (0.7 + 0.5 * activity[lo:hi])[:, None]
