@@ -66,12 +66,12 @@ def render_unmarked(path: Path, seconds: float, size: int, wav: Path) -> Clip:
     from facetalk.media.image import load_portrait
     from facetalk.motion.features import analyze
     from facetalk.motion.plan import plan_motion
-    from facetalk.pipeline import _analyze_portrait
+    from facetalk.pipeline import prepare_face
     from facetalk.render.renderer import make_renderer
 
     options = GenerationOptions(min_resolution=size, duration=seconds, watermark=False)
     image = load_portrait(path.read_bytes())
-    face, rig = _analyze_portrait(image)
+    face, rig = prepare_face(image, options)
     sound = load_audio(wav.read_bytes())
     feats = analyze(sound.samples, sound.sample_rate)
     n = int(round(seconds * options.fps))
