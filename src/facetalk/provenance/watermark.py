@@ -13,14 +13,17 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   carry the coded payload (each coded bit sets the sign of three coefficients). The tile
   repeats over the frame, anchored at its top-left pixel, scaled by an integer *unit*
   (1 px below 1080 px short side, more above) so a 360p copy still resolves it.
-* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` a trapezoid wave of period
-  one second (flat tops, short ramps, quantized to 5 levels). Any excerpt of one second
-  or more contains whole periods; the detector does not need to know where it starts.
+* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` a square wave of period one
+  second (+1 for the first half, -1 for the second: one flip of twice the amplitude
+  survives x264 better than a ramp's small steps, see SHARPNESS). Any excerpt of one
+  second or more contains whole periods; the detector does not need to know where it
+  starts.
 * **Strength.** Luma only (the same delta on R, G and B), scaled by local texture
-  measured once on the first frame (a quarter strength on flat skin and background, and
-  around the lip line, see QUIET),
-  randomly rounded to integers and capped at RMS 2.4 levels, so every frame keeps
-  PSNR >= 40 dB. Per frame the cost is two saturating adds of precomputed uint8 planes.
+  measured once on the first frame (a quarter strength on flat skin and background,
+  where a re-encode keeps least of it, more on skin pores, wrinkles and hair, where it
+  keeps most, see MASK_DETAIL; weaker around the lip line, see QUIET), randomly rounded
+  to integers and capped at RMS 2.4 levels, so every frame keeps PSNR >= 40 dB. Per
+  frame the cost is two saturating adds of precomputed uint8 planes.
 * **Payload.** 64 bits (generator id 8, version 4+4+4, day number 16, render id prefix
   28) + CRC-16, protected by the standard K=7 rate-1/3 convolutional code (octal
   133/171/165) and decoded with a soft-decision list Viterbi decoder whose 16 best
@@ -29,7 +32,10 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   (after removing the mean, so the still picture cancels), high-pass, divide by the
   local temporal spread of the luma (moving parts carry noise), fold modulo the tile
   (any crop becomes a circular shift), whiten per frequency ring, find shift and phase
-  by correlation with the sync template, then read the bits there. A result counts
+  by correlation with the sync template, then read the bits there -- from that
+  demodulated spectrum and from the first frame's own spectrum (a re-encoder's key
+  frame keeps the mark that its later frames lose; see ``_still_spectrum``), combined
+  by their SNR on the sync coefficients, in one read. A result counts
   only if the CRC and the generator id check out: noise passes both with probability
   ~2^-24 per path (~2^-20 per read of 16 paths), so videos facetalk did not make are
   not reported.
@@ -79,19 +85,32 @@ MAX_RMS = 2.4
 PEAK = 3.5
 #: Weakest relative strength (on flat areas) of the texture mask.
 MASK_FLOOR = 0.25
+#: The texture mask is the local detail RMS (levels) over MASK_DETAIL, clipped to
+#: [MASK_FLOOR, MASK_CAP]. Why 3.5 and 2.0 (were 5 and 1.6): a CRF 35 re-encode keeps the
+#: mark's sign swings roughly in proportion to their square (x264's dead zone), and best,
+#: per unit of amplitude, on mid texture (skin pores, wrinkles, hair), worst on flat areas;
+#: so the frame's PSNR budget goes to texture, flat areas keep the same faint dither, and
+#: MAX_RMS still caps every frame. On 35 two-second 512 px clips (7 portraits) this took
+#: the found rate after CRF 35 from 30 to 35 (with the square wave below).
+MASK_DETAIL = 3.5
+MASK_CAP = 2.0
 #: Relative strength inside the quiet region (around the lip line): where viewers look
 #: and lip trackers measure. At full strength the sign-swinging pattern on the textured
 #: lips moved a re-tracked 384 px mouth's inner-lip gap by up to 0.05 IOD in a pause
 #: (the threshold for "open"); at half strength by up to 0.032 (0.022 at a quarter, but
 #: the lips' texture also carries the mark through strong compression: a CRF 35
 #: 'veryfast' re-encode of a 384 px clip kept it in 3 of 4 trials at full strength, 2 of
-#: 4 at a half, 1 of 4 at a quarter).
-QUIET = 0.5
+#: 4 at a half, 1 of 4 at a quarter). 0.35 since MASK_DETAIL went from 5 to 3.5: the
+#: same amplitude on the lips as the measured half strength.
+QUIET = 0.35
 #: Period of the temporal modulation in seconds, and its number of amplitude levels.
 PERIOD_S = 1.0
-#: Trapezoid wave = clip(SHARPNESS * cos): higher means shorter ramps, longer flat tops.
-SHARPNESS = 2.0
-LEVELS = 5
+#: Wave = clip(SHARPNESS * cos), quantized: higher means shorter ramps, longer flat tops.
+#: A square wave (one sign flip per half period): x264 at CRF 35 quantizes a ramp's small
+#: steps away but codes more of one flip of twice the amplitude (bit SNR after CRF 35 +7 %
+#: on 42 clips; per frame the same amplitude, so the same PSNR floor). Was 2.0 and 5 levels.
+SHARPNESS = 50.0
+LEVELS = 3
 #: Frequency-ring groups whose surviving signal weights the bit read-out.
 RING_GROUPS = 6
 #: Paths the list decoder hands to the CRC (each adds 2^-24 to the false-positive odds).
@@ -329,8 +348,8 @@ def period_frames(fps: float) -> int:
 
 
 def modulation(index: int, period: int) -> float:
-    """Pattern sign for frame ``index``: a trapezoid wave (flat tops, smooth-ish ramps)
-    quantized to LEVELS steps between -1 and 1."""
+    """Pattern sign for frame ``index``: clip(SHARPNESS * cos) quantized to LEVELS steps
+    between -1 and 1 (with the defaults a square wave, +1 for the first half period)."""
     c = float(np.clip(SHARPNESS * np.cos(2.0 * np.pi * index / period), -1.0, 1.0))
     steps = (LEVELS - 1) // 2
     return round(c * steps) / steps
@@ -360,7 +379,7 @@ def texture_mask(rgb: np.ndarray, unit: int) -> np.ndarray:
 def _texture(gray: np.ndarray, unit: int) -> np.ndarray:
     detail = gray - cv2.GaussianBlur(gray, (0, 0), 1.5 * unit)
     activity = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), 6.0 * unit))
-    return np.clip(activity / 5.0, MASK_FLOOR, 1.6)
+    return np.clip(activity / MASK_DETAIL, MASK_FLOOR, MASK_CAP)
 
 
 def quiet_mask(width: int, height: int, box: tuple[float, float, float, float]
