@@ -159,8 +159,9 @@ def zoom_clip(photo: np.ndarray, size: int, n: int) -> list[np.ndarray]:
 
 
 def portraits(folders: list[Path]) -> list[Path]:
-    found = [ROOT / "tests" / "data" / "grace_hopper.jpg"]
-    seen = {hashlib.sha256(found[0].read_bytes()).hexdigest()}
+    found = [ROOT / "tests" / "data" / "grace_hopper.jpg",
+             ROOT / "src" / "facetalk" / "assets" / "astronaut.png"]
+    seen = {hashlib.sha256(p.read_bytes()).hexdigest() for p in found}
     for folder in folders:
         for p in sorted(folder.iterdir()):
             if p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):

@@ -30,7 +30,8 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   paths are offered to the CRC.
 * **Detection.** Sum the luma of the frames weighted by cos and sin of the modulation
   (after removing the mean, so the still picture cancels), high-pass, divide by the
-  local temporal spread of the luma (moving parts carry noise), fold modulo the tile
+  local temporal spread of the luma (moving parts carry noise) and by the square root of
+  the texture mask (texture keeps more noise than mark), fold modulo the tile
   (any crop becomes a circular shift), whiten per frequency ring, find shift and phase
   by correlation with the sync template, then read the bits there -- from that
   demodulated spectrum and from the first frame's own spectrum (a re-encoder's key
