@@ -13,11 +13,10 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   carry the coded payload (each coded bit sets the sign of three coefficients). The tile
   repeats over the frame, anchored at its top-left pixel, scaled by an integer *unit*
   (1 px below 1080 px short side, more above) so a 360p copy still resolves it.
-* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` a square wave of period one
-  second (+1 for the first half, -1 for the second: one flip of twice the amplitude
-  survives x264 better than a ramp's small steps, see SHARPNESS). Any excerpt of one
-  second or more contains whole periods; the detector does not need to know where it
-  starts.
+* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` of period one second: +1 for
+  nearly half of it, -1 for the other half, 0 for one frame at each change of sign (see
+  SHARPNESS). Any excerpt of one second or more contains whole periods; the detector
+  does not need to know where it starts.
 * **Strength.** Luma only (the same delta on R, G and B), scaled by local texture
   measured once on the first frame (a quarter strength on flat skin and background,
   where a re-encode keeps least of it, more on skin pores, wrinkles and hair, where it
@@ -92,7 +91,7 @@ MASK_FLOOR = 0.25
 #: per unit of amplitude, on mid texture (skin pores, wrinkles, hair), worst on flat areas;
 #: so the frame's PSNR budget goes to texture, flat areas keep the same faint dither, and
 #: MAX_RMS still caps every frame. On 35 two-second 512 px clips (7 portraits) this took
-#: the found rate after CRF 35 from 30 to 35 (with the square wave below).
+#: the found rate after CRF 35 from 30 to 35 (with a square wave; see SHARPNESS).
 MASK_DETAIL = 3.5
 MASK_CAP = 2.0
 #: Relative strength inside the quiet region (around the lip line): where viewers look
@@ -107,10 +106,14 @@ QUIET = 0.35
 #: Period of the temporal modulation in seconds, and its number of amplitude levels.
 PERIOD_S = 1.0
 #: Wave = clip(SHARPNESS * cos), quantized: higher means shorter ramps, longer flat tops.
-#: A square wave (one sign flip per half period): x264 at CRF 35 quantizes a ramp's small
-#: steps away but codes more of one flip of twice the amplitude (bit SNR after CRF 35 +7 %
-#: on 42 clips; per frame the same amplitude, so the same PSNR floor). Was 2.0 and 5 levels.
-SHARPNESS = 50.0
+#: x264 at CRF 35 quantizes a ramp's small steps away but codes more of a larger one; a
+#: square wave, though, swaps the whole pattern in one frame (steps up to 20 levels, 99th
+#: percentile 12, twice a second on textured skin: a flicker where the head is still).
+#: Sharpness 4 with 3 levels passes through 0 for one frame (steps up to 10, 99th
+#: percentile 6; the old 5-level ramps: 6 and 3). After CRF 35, with this version's mask
+#: and reader, on 7 portraits x 2, 5 and 10 s x random ids: 168 of 168 found (the old
+#: ramps 166 of 168, the square wave 288 of 288 with the measuring tool).
+SHARPNESS = 4.0
 LEVELS = 3
 #: Frequency-ring groups whose surviving signal weights the bit read-out.
 RING_GROUPS = 6
@@ -350,7 +353,7 @@ def period_frames(fps: float) -> int:
 
 def modulation(index: int, period: int) -> float:
     """Pattern sign for frame ``index``: clip(SHARPNESS * cos) quantized to LEVELS steps
-    between -1 and 1 (with the defaults a square wave, +1 for the first half period)."""
+    between -1 and 1 (with the defaults +1 or -1, and 0 for one frame at each flip)."""
     c = float(np.clip(SHARPNESS * np.cos(2.0 * np.pi * index / period), -1.0, 1.0))
     steps = (LEVELS - 1) // 2
     return round(c * steps) / steps
