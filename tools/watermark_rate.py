@@ -66,12 +66,12 @@ def render_unmarked(path: Path, seconds: float, size: int, wav: Path) -> Clip:
     from facetalk.media.image import load_portrait
     from facetalk.motion.features import analyze
     from facetalk.motion.plan import plan_motion
-    from facetalk.pipeline import _analyze_portrait
+    from facetalk.pipeline import prepare_face
     from facetalk.render.renderer import make_renderer
 
     options = GenerationOptions(min_resolution=size, duration=seconds, watermark=False)
     image = load_portrait(path.read_bytes())
-    face, rig = _analyze_portrait(image)
+    face, rig = prepare_face(image, options)
     sound = load_audio(wav.read_bytes())
     feats = analyze(sound.samples, sound.sample_rate)
     n = int(round(seconds * options.fps))
@@ -159,8 +159,9 @@ def zoom_clip(photo: np.ndarray, size: int, n: int) -> list[np.ndarray]:
 
 
 def portraits(folders: list[Path]) -> list[Path]:
-    found = [ROOT / "tests" / "data" / "grace_hopper.jpg"]
-    seen = {hashlib.sha256(found[0].read_bytes()).hexdigest()}
+    found = [ROOT / "tests" / "data" / "grace_hopper.jpg",
+             ROOT / "src" / "facetalk" / "assets" / "astronaut.png"]
+    seen = {hashlib.sha256(p.read_bytes()).hexdigest() for p in found}
     for folder in folders:
         for p in sorted(folder.iterdir()):
             if p.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):

@@ -13,23 +13,29 @@ the still picture by demodulation and came through CRF 35, 360p, crops and excer
   carry the coded payload (each coded bit sets the sign of three coefficients). The tile
   repeats over the frame, anchored at its top-left pixel, scaled by an integer *unit*
   (1 px below 1080 px short side, more above) so a 360p copy still resolves it.
-* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` a trapezoid wave of period
-  one second (flat tops, short ramps, quantized to 5 levels). Any excerpt of one second
-  or more contains whole periods; the detector does not need to know where it starts.
+* **Time.** Frame ``i`` gets ``m(i) * pattern`` with ``m`` of period one second: +1 for
+  nearly half of it, -1 for the other half, 0 for one frame at each change of sign (see
+  SHARPNESS). Any excerpt of one second or more contains whole periods; the detector
+  does not need to know where it starts.
 * **Strength.** Luma only (the same delta on R, G and B), scaled by local texture
-  measured once on the first frame (a quarter strength on flat skin and background, and
-  around the lip line, see QUIET),
-  randomly rounded to integers and capped at RMS 2.4 levels, so every frame keeps
-  PSNR >= 40 dB. Per frame the cost is two saturating adds of precomputed uint8 planes.
+  measured once on the first frame (a quarter strength on flat skin and background,
+  where a re-encode keeps least of it, more on skin pores, wrinkles and hair, where it
+  keeps most, see MASK_DETAIL; weaker around the lip line, see QUIET), randomly rounded
+  to integers and capped at RMS 2.4 levels, so every frame keeps PSNR >= 40 dB. Per
+  frame the cost is two saturating adds of precomputed uint8 planes.
 * **Payload.** 64 bits (generator id 8, version 4+4+4, day number 16, render id prefix
   28) + CRC-16, protected by the standard K=7 rate-1/3 convolutional code (octal
   133/171/165) and decoded with a soft-decision list Viterbi decoder whose 16 best
   paths are offered to the CRC.
 * **Detection.** Sum the luma of the frames weighted by cos and sin of the modulation
   (after removing the mean, so the still picture cancels), high-pass, divide by the
-  local temporal spread of the luma (moving parts carry noise), fold modulo the tile
+  local temporal spread of the luma (moving parts carry noise) and by the square root of
+  the texture mask (texture keeps more noise than mark), fold modulo the tile
   (any crop becomes a circular shift), whiten per frequency ring, find shift and phase
-  by correlation with the sync template, then read the bits there. A result counts
+  by correlation with the sync template, then read the bits there -- from that
+  demodulated spectrum and from the first frame's own spectrum (a re-encoder's key
+  frame keeps the mark that its later frames lose; see ``_still_spectrum``), combined
+  by their SNR on the sync coefficients, in one read. A result counts
   only if the CRC and the generator id check out: noise passes both with probability
   ~2^-24 per path (~2^-20 per read of 16 paths), so videos facetalk did not make are
   not reported.
@@ -79,19 +85,36 @@ MAX_RMS = 2.4
 PEAK = 3.5
 #: Weakest relative strength (on flat areas) of the texture mask.
 MASK_FLOOR = 0.25
+#: The texture mask is the local detail RMS (levels) over MASK_DETAIL, clipped to
+#: [MASK_FLOOR, MASK_CAP]. Why 3.5 and 2.0 (were 5 and 1.6): a CRF 35 re-encode keeps the
+#: mark's sign swings roughly in proportion to their square (x264's dead zone), and best,
+#: per unit of amplitude, on mid texture (skin pores, wrinkles, hair), worst on flat areas;
+#: so the frame's PSNR budget goes to texture, flat areas keep the same faint dither, and
+#: MAX_RMS still caps every frame. On 35 two-second 512 px clips (7 portraits) this took
+#: the found rate after CRF 35 from 30 to 35 (with a square wave; see SHARPNESS).
+MASK_DETAIL = 3.5
+MASK_CAP = 2.0
 #: Relative strength inside the quiet region (around the lip line): where viewers look
 #: and lip trackers measure. At full strength the sign-swinging pattern on the textured
 #: lips moved a re-tracked 384 px mouth's inner-lip gap by up to 0.05 IOD in a pause
 #: (the threshold for "open"); at half strength by up to 0.032 (0.022 at a quarter, but
 #: the lips' texture also carries the mark through strong compression: a CRF 35
 #: 'veryfast' re-encode of a 384 px clip kept it in 3 of 4 trials at full strength, 2 of
-#: 4 at a half, 1 of 4 at a quarter).
-QUIET = 0.5
+#: 4 at a half, 1 of 4 at a quarter). 0.35 since MASK_DETAIL went from 5 to 3.5: the
+#: same amplitude on the lips as the measured half strength.
+QUIET = 0.35
 #: Period of the temporal modulation in seconds, and its number of amplitude levels.
 PERIOD_S = 1.0
-#: Trapezoid wave = clip(SHARPNESS * cos): higher means shorter ramps, longer flat tops.
-SHARPNESS = 2.0
-LEVELS = 5
+#: Wave = clip(SHARPNESS * cos), quantized: higher means shorter ramps, longer flat tops.
+#: x264 at CRF 35 quantizes a ramp's small steps away but codes more of a larger one; a
+#: square wave, though, swaps the whole pattern in one frame (steps up to 20 levels, 99th
+#: percentile 12, twice a second on textured skin: a flicker where the head is still).
+#: Sharpness 4 with 3 levels passes through 0 for one frame (steps up to 10, 99th
+#: percentile 6; the old 5-level ramps: 6 and 3). After CRF 35, with this version's mask
+#: and reader, on 7 portraits x 2, 5 and 10 s x random ids: 168 of 168 found (the old
+#: ramps 166 of 168, the square wave 288 of 288 with the measuring tool).
+SHARPNESS = 4.0
+LEVELS = 3
 #: Frequency-ring groups whose surviving signal weights the bit read-out.
 RING_GROUPS = 6
 #: Paths the list decoder hands to the CRC (each adds 2^-24 to the false-positive odds).
@@ -329,8 +352,8 @@ def period_frames(fps: float) -> int:
 
 
 def modulation(index: int, period: int) -> float:
-    """Pattern sign for frame ``index``: a trapezoid wave (flat tops, smooth-ish ramps)
-    quantized to LEVELS steps between -1 and 1."""
+    """Pattern sign for frame ``index``: clip(SHARPNESS * cos) quantized to LEVELS steps
+    between -1 and 1 (with the defaults +1 or -1, and 0 for one frame at each flip)."""
     c = float(np.clip(SHARPNESS * np.cos(2.0 * np.pi * index / period), -1.0, 1.0))
     steps = (LEVELS - 1) // 2
     return round(c * steps) / steps
@@ -360,7 +383,7 @@ def texture_mask(rgb: np.ndarray, unit: int) -> np.ndarray:
 def _texture(gray: np.ndarray, unit: int) -> np.ndarray:
     detail = gray - cv2.GaussianBlur(gray, (0, 0), 1.5 * unit)
     activity = np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), 6.0 * unit))
-    return np.clip(activity / 5.0, MASK_FLOOR, 1.6)
+    return np.clip(activity / MASK_DETAIL, MASK_FLOOR, MASK_CAP)
 
 
 def quiet_mask(width: int, height: int, box: tuple[float, float, float, float]
@@ -504,6 +527,7 @@ class Demodulator:
         self._sq: np.ndarray | None = None
         self._ci = 0.0
         self._cq = 0.0
+        self.first: np.ndarray | None = None  # the first frame's luma (see detect)
 
     def add(self, luma: np.ndarray) -> None:
         """Add one frame's luma (H, W) (any real dtype; the size must not change)."""
@@ -511,6 +535,7 @@ class Demodulator:
         angle = 2.0 * np.pi * self.n / self.period
         ci, cq = float(np.cos(angle)), float(np.sin(angle))
         if self._sum is None:
+            self.first = y.copy()
             self._sum = np.zeros(y.shape, np.float64)
             self._i = np.zeros(y.shape, np.float64)
             self._q = np.zeros(y.shape, np.float64)
@@ -620,17 +645,49 @@ def _read_bits(spec: np.ndarray, shift: tuple[float, float]) -> np.ndarray:
     return (_aligned(spec, rows, cols, lay.bits_phase, shift) * amp[g_bits]).sum(axis=1)
 
 
-def _spectra(variance: np.ndarray, i_img: np.ndarray, q_img: np.ndarray, unit: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _spectra(variance: np.ndarray, i_img: np.ndarray, q_img: np.ndarray, unit: int,
+             mean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Whitened tile spectra of the I and Q images at ``unit``: high-passed, divided by
     the local temporal spread of the luma (moving areas carry the motion as noise; this
-    beat dividing by the still picture's contrast by ~10 % in bit SNR after CRF 35),
-    folded, and divided by each frequency ring's RMS."""
+    beat dividing by the still picture's contrast by ~10 % in bit SNR after CRF 35) and
+    by the square root of the picture's texture mask (a re-encode leaves more noise than
+    mark on texture: ~4 % more bit SNR after CRF 35), folded, and divided by each
+    frequency ring's RMS."""
     spread = np.sqrt(cv2.GaussianBlur(_at_unit(variance, unit), (0, 0), 0.5 / BAND[0])) + 1.0
+    if mean is not None:
+        spread *= np.sqrt(_texture(_at_unit(mean, unit), 1))
     si = np.fft.rfft2(_fold(_highpass(_at_unit(i_img, unit)) / spread))
     sq = np.fft.rfft2(_fold(_highpass(_at_unit(q_img, unit)) / spread))
     norm = _ring_rms(np.abs(si) ** 2 + np.abs(sq) ** 2)
     return si / norm, sq / norm
+
+
+def _still_spectrum(first: np.ndarray, unit: int) -> np.ndarray:
+    """Whitened tile spectrum of one frame (the first), the picture itself as the noise.
+
+    Why: a re-encoder codes its first frame as a key frame at a fine quantizer, mark
+    included, while the later frames' small sign swings are mostly quantized away (at CRF
+    35 'veryfast' the first frame alone read a 512 px render's payload more often than
+    not). Demodulation cancels that still part of the mark with the picture; read here
+    against the picture's own texture (weighted by its local activity^-1.5) it is a second,
+    nearly independent look at the same bits.
+    """
+    hp = _highpass(_at_unit(first, unit))
+    activity = np.sqrt(cv2.GaussianBlur(hp * hp, (0, 0), 0.5 / BAND[0])) + 1.0
+    spec = np.fft.rfft2(_fold(hp * activity ** -1.5))
+    return spec / _ring_rms(np.abs(spec) ** 2)
+
+
+def _combined(parts: list[np.ndarray], shift: tuple[float, float]) -> np.ndarray:
+    """Sum of whitened spectra, each weighted by its sync read's mean / variance at
+    ``shift`` (maximal-ratio combining: a look that carries more mark counts more, one
+    that carries none counts nothing, and a negative mean flips a sign-swapped look)."""
+    lay = _layout()
+    out = np.zeros_like(parts[0])
+    for spec in parts:
+        sync = _aligned(spec, *lay.sync, lay.sync_phase, shift)
+        out += spec * (float(sync.mean()) / max(float(sync.var()), 1e-12))
+    return out
 
 
 def detect(demod: Demodulator, units: Iterable[int] | None = None) -> Detection:
@@ -646,7 +703,7 @@ def detect(demod: Demodulator, units: Iterable[int] | None = None) -> Detection:
     best = Detection(found=False, frames=demod.n)
     tried: list[dict[str, float]] = []
     for unit in candidates:
-        si, sq = _spectra(variance, i_img, q_img, unit)
+        si, sq = _spectra(variance, i_img, q_img, unit, mean)
         surf_i = np.fft.irfft2(np.conj(si) * sync_spec, s=(TILE, TILE))
         surf_q = np.fft.irfft2(np.conj(sq) * sync_spec, s=(TILE, TILE))
         r, c, z = _peak(np.hypot(surf_i, surf_q))
@@ -657,7 +714,10 @@ def detect(demod: Demodulator, units: Iterable[int] | None = None) -> Detection:
             continue
         ri, ci = int(round(r)) % TILE, int(round(c)) % TILE
         phi = float(np.arctan2(surf_q[ri, ci], surf_i[ri, ci]))
-        soft = _read_bits(np.cos(phi) * si + np.sin(phi) * sq, (r, c))
+        parts = [np.cos(phi) * si + np.sin(phi) * sq]
+        if demod.first is not None:
+            parts.append(_still_spectrum(demod.first, unit))
+        soft = _read_bits(_combined(parts, (r, c)), (r, c))
         for bits in list_viterbi_decode(soft, LIST_SIZE):
             payload = parse_bits(bits)
             if payload is not None:
