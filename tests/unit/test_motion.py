@@ -185,6 +185,16 @@ def test_a_weak_fricative_between_vowels_gets_the_f_shape(kind: str) -> None:
         assert inside.max() == 0.0, inside.mean()
 
 
+def test_the_f_shape_holds_the_lower_lip_where_the_rig_drops_it() -> None:
+    """FV_LIP_DOWN is written from the rig's amplitudes (motion may not import render):
+    the f shape's lip_down must cancel the jaw's drop of the lower lip's middle."""
+    from facetalk.motion.mouth import FV_LIP_DOWN, FV_OPEN
+    from facetalk.render.rig import JAW_DROP, LIP_DOWN
+
+    jaw_drop_mid = 0.8 * FV_OPEN * (0.35 + 0.5) * JAW_DROP  # see rig._jaw_fixed
+    assert FV_LIP_DOWN * LIP_DOWN == pytest.approx(-jaw_drop_mid)
+
+
 def test_head_motion_of_a_long_clip_needs_no_syllables_by_hops_table() -> None:
     """Ten minutes of syllables: the head's bumps are added block by block, not as one
     syllables x hops array (about 1 GB for 5 minutes, 10 GB for 30: the memory bench's

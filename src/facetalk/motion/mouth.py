@@ -8,7 +8,7 @@ The mouth reads the sound, not words, so it works in any language:
   F2), relative to this speaker;
 * lips close in silence, in stop closures (the short silence before a p/b burst) and in
   nasal murmurs (m/n);
-* in a weak voiceless fricative between voiced sounds (f, and th which looks alike) the
+* in a weak voiceless fricative next to a voiced sound (f, and th which looks alike) the
   lower lip rests against the upper teeth with the jaw a little open;
 * onsets are anticipated (lips move before the sound) and every curve is smoothed
   with a zero-phase filter, so smoothing never adds lag.
@@ -87,11 +87,10 @@ MURMUR_CORE_S = 0.02
 #: its energy above 3 kHz but not most of it (s and sh are 7-10 dB under their vowels,
 #: over 90 % high or with energy at 2-3 kHz; f and th 15-30 dB under, 5-60 % high). Tune
 #: speakers of the voices set (clean, phone band, noisy room): found in 8 of 15 f, 2 of
-#: 24 v (voiced: looks like b/d
-#: here). Within FV_NEAR_S of voiced sound on one side at least (word-initial f follows
-#: a pause; as far ahead as the driver may look), FV_DIP_DB under the loudest sound in
-#: that span, 2 dB over the floor (not a pause), at least FV_MIN_S long (after a pause,
-#: FV_ONSET_MIN_S).
+#: 24 v (voiced: looks like b/d here). Within FV_NEAR_S of voiced sound on one side at
+#: least (word-initial f follows a pause; as far ahead as the driver may look), FV_DIP_DB
+#: under the loudest sound in that span, 2 dB over the floor (not a pause), at least
+#: FV_MIN_S long (after a pause, FV_ONSET_MIN_S).
 FV_DIP_DB = 12.0
 FV_HIGH = (0.05, 0.65)
 FV_LOW_MAX = 0.85
@@ -216,13 +215,13 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     # the one SHAPE_LEAD_S later, so a shape starts early and still ends with its sound.
     shape_lead = int(round(SHAPE_LEAD_S * rate))
     if shape_lead > 0:
-        rnd = np.maximum(rnd, np.concatenate([rnd[shape_lead:], np.zeros(shape_lead)]))
-        spr = np.maximum(spr, np.concatenate([spr[shape_lead:], np.zeros(shape_lead)]))
+        rnd = np.maximum(rnd, _ahead(rnd, shape_lead))
+        spr = np.maximum(spr, _ahead(spr, shape_lead))
     # Anticipation: the mouth begins to open before the sound does -- except before a
     # burst after silence, where the lips are shut for the plosive until its release.
     lead = int(round(ANTICIPATION_S * rate))
     if lead > 0:
-        ahead = np.concatenate([target[lead:], np.zeros(lead)])
+        ahead = _ahead(target, lead)
         ahead[burst_onsets(feat)] = 0.0
         target = np.maximum(target, 0.6 * ahead)
     # Lips part in proportion to the opening (close = 1 - opening): a portrait that shows
@@ -236,7 +235,7 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     # never over a closure (a stop's burst can pass for an f: the lips must still shut).
     fv = _smooth(fv, SHAPE_SMOOTH_S, rate)
     if shape_lead > 0:
-        fv = np.maximum(fv, np.concatenate([fv[shape_lead:], np.zeros(shape_lead)]))
+        fv = np.maximum(fv, _ahead(fv, shape_lead))
     fv *= 1.0 - np.clip(running_max(press, 2, 2), 0.0, 1.0)
     keep = 1.0 - fv
     out = {
@@ -254,6 +253,12 @@ def mouth_curves(feat: Features, dynamic_scale: float, smooth: bool,
     for k in out:
         out[k] = out[k][:n]
     return out
+
+
+def _ahead(x: np.ndarray, hops: int) -> np.ndarray:
+    """``x`` as it will be ``hops`` (> 0) hops later, zero past its end: a shape or an
+    opening started that much before its sound."""
+    return np.concatenate([x[hops:], np.zeros(hops)])
 
 
 def labiodentals(feat: Features, lookahead_s: float = LOOKAHEAD_S,
