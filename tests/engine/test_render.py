@@ -101,6 +101,30 @@ def test_controls_move_what_they_should(face: FaceModel) -> None:
     assert np.abs(posed[rig.outer_ring] - base[rig.outer_ring]).max() < 1e-9
 
 
+
+def test_rounding_pouts_without_baring_the_upper_teeth_or_slotting_a_small_mouth(
+        face: FaceModel) -> None:
+    """A rounded vowel pushes the lips out; it must not lift the upper lip's inner edge off
+    the teeth (the widest frames showed two tall incisors filling the opening), nor squeeze
+    a small mouth to a slot (corners drawn in by a fixed distance took away most of it)."""
+    rig = build_rig(face.landmarks)
+    iod, ey = rig.frame.iod, rig.frame.ey
+    base = rig.deform(np.zeros(len(CONTROLS)))
+    rnd = rig.deform(controls(round=1.0))
+    # The outer upper lip pouts up; its inner edge (landmark 13) rises far less.
+    assert (base[0] - rnd[0]) @ ey > 0.03 * iod
+    assert (base[13] - rnd[13]) @ ey < 0.015 * iod
+    # A small mouth: the lips' landmarks drawn towards the mouth's centre to 70 % width.
+    lm = face.landmarks.copy()
+    lips = [i for i in range(468) if abs(lm[i, 1] - lm[13, 1]) < 0.12 * iod
+            and abs(lm[i, 0] - lm[13, 0]) < 1.05 * abs(lm[291, 0] - lm[13, 0])]
+    lm[lips, 0] = lm[13, 0] + 0.7 * (lm[lips, 0] - lm[13, 0])
+    small = build_rig(lm)
+    rest = small.deform(np.zeros(len(CONTROLS)))
+    rounded = small.deform(controls(round=1.0))
+    width = lambda p: float(np.linalg.norm(p[291] - p[61]))  # noqa: E731
+    assert width(rounded) > 0.58 * width(rest)
+
 def test_posing_is_a_faded_rigid_head_motion(face: FaceModel) -> None:
     """The compiled posing against the geometry written out with matrices: each core
     vertex is rotated in 3D about the pivot (yaw, then pitch, then roll) and shifted

@@ -52,6 +52,17 @@ CLOSE_UPPER_SHARE = 0.4  # of the portrait's lip gap, closed by the upper lip
 ROUND_IN = 0.2
 ROUND_BULGE = 0.04
 SPREAD_OUT = 0.1
+#: In an opening, the upper lip's inner edge drops with the corners as side**UPPER_ARCH
+#: (side: 0 at the centre, 1 at a corner). With 4 it stayed level almost to the corners
+#: and the opening of a rounded vowel came out as a box with straight sides.
+UPPER_ARCH = 2.0
+#: Rounding lifts the upper lip's inner edge by this share of the pout (the outer edge by
+#: all of it). At 0.8 a rounded open vowel bared most of the upper incisors' crowns: the
+#: widest frames of closed-mouth portraits showed two tall teeth filling the opening.
+ROUND_UP_INNER = 0.3
+#: ...and draws each corner in by at most this share of the mouth's half-width: a fixed
+#: ROUND_IN squeezed a small mouth (mouth 0.7 IOD wide) to 42 % of its width.
+ROUND_IN_SHARE = 0.38
 PRESS = 0.02
 BROW_UP = 0.09
 BLINK_MEET = 0.2  # lids meet at this fraction of the opening, from the lower lid
@@ -395,7 +406,7 @@ def _jaw_fixed(uv: np.ndarray, half_w: float, ring_ids: list[np.ndarray]) -> dic
     corner_drop = 0.35
     for i in _UP_IN + _UP_OUT:
         side = min(1.0, abs(uv[i, 0]) / half_w)
-        jaw_fixed[i] = np.array([0.0, corner_drop * side**4 * JAW_DROP])
+        jaw_fixed[i] = np.array([0.0, corner_drop * side**UPPER_ARCH * JAW_DROP])
     for i in _LO_IN + _LO_OUT:
         side = min(1.0, abs(uv[i, 0]) / half_w)
         jaw_fixed[i] = np.array([0.0, (corner_drop + 0.5 * (1.0 - side * side)) * JAW_DROP])
@@ -426,7 +437,9 @@ def _round_at(uv: np.ndarray, half_w: float, i: int) -> np.ndarray:
     dv = -bulge if i in L.MOUTH_OUTER_UP or i in L.MOUTH_INNER_UP[1:-1] else bulge
     if i in _CORNERS:
         dv = 0.0
-    return np.array([-ROUND_IN * side, dv * (0.8 if i in _UP_IN + _LO_IN else 1.0)])
+    inner = ROUND_UP_INNER if i in _UP_IN else (0.8 if i in _LO_IN else 1.0)
+    # A small mouth rounds by less (a fixed ROUND_IN squeezed it to a slot).
+    return np.array([-min(ROUND_IN, ROUND_IN_SHARE * half_w) * side, dv * inner])
 
 
 def _spread_at(uv: np.ndarray, half_w: float, i: int) -> np.ndarray:
