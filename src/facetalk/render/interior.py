@@ -66,6 +66,9 @@ class MouthSprites:
     #: inner lip under a row of lower teeth, which would then ride on the lip as a white
     #: rim; the opening is taken down to the lip's true edge instead.
     lower_band: np.ndarray
+    #: (n, 2) likewise per inner upper-lip vertex: up to the top of the portrait's own
+    #: upper teeth where the landmarks put the lip line across them.
+    upper_band: np.ndarray
     #: (2, 2) portrait px, from the opening's left and right corner outwards: how far the
     #: photo's dark mouth corners (a smile's buccal corridor) reach beyond the landmarks'
     #: corners, so the opening takes them in instead of the lips carrying dark blots.
@@ -384,8 +387,15 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     rng = np.random.default_rng(seed)
     grain = _grain_layers(rng, g.shape, photo_grain(img, lm, rig.frame.iod), g.px_mm)
     low_edge = g.v_up0 + UPPER_SHOW * IOD_MM - OVERBITE_MM
+    is_open = rig.source_gap > OPEN_GAP
+    band = _teeth_band(img, rig) if is_open else np.zeros((len(rig.mouth_lo), 2))
+    up_band = _teeth_band(img, rig, upper=True) if is_open else np.zeros((len(rig.mouth_up), 2))
     if own_teeth:
-        upper, shown = _own_upper(work, g.x0, g.y0, *g.shape, to_work(rig.src), rig, g.ppi)
+        # The own teeth are taken from the upper lip's true edge (above the landmarks'
+        # line where that runs across the teeth).
+        src = rig.src.astype(np.float64).copy()
+        src[rig.mouth_up] += up_band
+        upper, shown = _own_upper(work, g.x0, g.y0, *g.shape, to_work(src), rig, g.ppi)
         own_px = upper[..., 3] > 0.6
         if own_px.sum() > 10:
             teeth_rgb = np.median(upper[own_px][:, :3], axis=0)
@@ -409,12 +419,10 @@ def build_mouth(work: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray], l
     for layer in ((jaw,) if own_teeth else (upper, jaw)):
         _soften(layer, blur)
     cavity = _with_chroma(np.clip(lip_rgb * np.array([0.5, 0.26, 0.24]), 0, 255), chroma)
-    is_open = rig.source_gap > OPEN_GAP
-    band = _lower_teeth_band(img, rig) if is_open else np.zeros((len(rig.mouth_lo), 2))
     reach = _corner_reach(img, rig, lip_rgb) if is_open else np.zeros((2, 2))
     return MouthSprites(upper=upper, jaw=jaw, grain=grain, origin=np.array([g.x0, g.y0], float),
                         cavity=cavity.astype(np.float64), own_teeth=own_teeth, lower_band=band,
-                        corner_reach=reach)
+                        upper_band=up_band, corner_reach=reach)
 
 
 #: The farthest a dark mouth corner is followed beyond the landmarks' corner (IOD).
@@ -449,58 +457,66 @@ def _corner_reach(img: np.ndarray, rig: Rig, lip_rgb: np.ndarray) -> np.ndarray:
 
 #: The portrait's own lip gap (IOD) from which it counts as showing its mouth's inside.
 OPEN_GAP = 0.03
-#: The deepest lower-teeth band looked for below the inner lower lip (IOD).
+#: The deepest band of the portrait's own teeth looked for beyond the inner lower lip and
+#: the inner upper lip (IOD). The face mesh often puts the inner upper lip in the middle of
+#: a smile's upper teeth: their top half then rode on the upper lip as a white band when
+#: the mouth opened (blind round 27: "floating white teeth band").
 LOWER_BAND_MAX = 0.06
+UPPER_BAND_MAX = 0.04
 
 
-def _lower_teeth_band(img: np.ndarray, rig: Rig) -> np.ndarray:
-    """Per inner lower-lip vertex, the vector (portrait px) down to the lower edge of
-    the portrait's own lower teeth where they lie under the landmarks' lip line."""
+def _teeth_band(img: np.ndarray, rig: Rig, upper: bool = False) -> np.ndarray:
+    """Per inner lower-lip vertex (``upper``: upper-lip vertex), the vector (portrait px)
+    out to the edge of the portrait's own teeth where they lie beyond the landmarks' lip
+    line: down to the lower teeth's lower edge, or up to the upper teeth's top."""
     frame = rig.frame
     lo = rig.src[rig.mouth_lo].astype(np.float64)
     up = rig.src[rig.mouth_up].astype(np.float64)
+    line = up if upper else lo
+    out_dir = -frame.ey if upper else frame.ey
+    reach = UPPER_BAND_MAX if upper else LOWER_BAND_MAX
     iod = frame.iod
     step = 0.5
-    n_steps = int(LOWER_BAND_MAX * iod / step) + 1
+    n_steps = int(reach * iod / step) + 1
     h, w = img.shape[:2]
     pts = np.concatenate([lo, up])
     x0 = int(max(0, np.floor(pts[:, 0].min() - 0.05 * iod)))
     x1 = int(min(w, np.ceil(pts[:, 0].max() + 0.05 * iod)))
-    y0 = int(max(0, np.floor(pts[:, 1].min() - 0.05 * iod)))
-    y1 = int(min(h, np.ceil(pts[:, 1].max() + (LOWER_BAND_MAX + 0.05) * iod)))
-    band = np.zeros((len(lo), 2))
+    y0 = int(max(0, np.floor(pts[:, 1].min() - (0.05 + (reach if upper else 0.0)) * iod)))
+    y1 = int(min(h, np.ceil(pts[:, 1].max() + (0.05 + (0.0 if upper else reach)) * iod)))
+    band = np.zeros((len(line), 2))
     if x1 - x0 < 4 or y1 - y0 < 4:
         return band
     patch = img[y0:y1, x0:x1]
-    # The lip's colour: the lower lip well below the band, where no teeth can be.
-    below = lo + (LOWER_BAND_MAX + 0.02) * iod * frame.ey
-    bx = np.clip(np.round(below[:, 0]).astype(int) - x0, 0, x1 - x0 - 1)
-    by = np.clip(np.round(below[:, 1]).astype(int) - y0, 0, y1 - y0 - 1)
+    # The lip's colour: the lip well beyond the band, where no teeth can be.
+    beyond = line + (reach + 0.02) * iod * out_dir
+    bx = np.clip(np.round(beyond[:, 0]).astype(int) - x0, 0, x1 - x0 - 1)
+    by = np.clip(np.round(beyond[:, 1]).astype(int) - y0, 0, y1 - y0 - 1)
     lip = patch[by, bx].astype(np.float32).mean(axis=0)
     tn = _teethness(patch, lip)
-    depth = np.zeros(len(lo))
-    for i, p in enumerate(lo):
+    depth = np.zeros(len(line))
+    for i, p in enumerate(line):
         k = 0
         while k < n_steps:
-            q = p + (k + 1) * step * frame.ey
+            q = p + (k + 1) * step * out_dir
             qx, qy = int(round(q[0])) - x0, int(round(q[1])) - y0
             if not (0 <= qx < x1 - x0 and 0 <= qy < y1 - y0) or tn[qy, qx] < 0.3:
                 break
             k += 1
-        # Plus most of a pixel: the teeth's blurred edge lies just under the line even
+        # Plus most of a pixel: the teeth's blurred edge lies just past the line even
         # where it follows them well, and would ride on the lip as a pale rim.
         depth[i] = k * step + 0.8
     # One vertex alone is a highlight on the lip, not a tooth: keep runs of three; and the
-    # lip's edge runs smoothly (a lone tooth under the line would otherwise cut a notch
+    # lip's edge runs smoothly (a lone tooth past the line would otherwise cut a notch
     # into the lip).
-    order = np.argsort(lo[:, 0])
+    order = np.argsort(line[:, 0])
     d = depth[order]
     med = np.array([np.median(d[max(0, j - 1):j + 2]) for j in range(len(d))])
     d = np.minimum(d, med) - 0.8
     d = cv2.GaussianBlur(d[None, :].astype(np.float32), (0, 0), sigmaX=3.0,
                          borderType=cv2.BORDER_REPLICATE)[0]
     depth[order] = d + 0.8
-    return depth[:, None] * frame.ey[None, :]
+    return depth[:, None] * out_dir[None, :]
 
 
 def _teethness(rgb: np.ndarray, lip: np.ndarray) -> np.ndarray:

@@ -404,11 +404,16 @@ class Renderer:
             band = np.linalg.solve(lin, (m.lower_band * (kx, ky)).T).T
             lo = lo + band
             own_lo_pts = own_lo_pts + band
+            # ...and up to the upper lip's true edge, above the photo's own upper teeth
+            # where the landmarks put the lip line across them (MouthSprites.upper_band).
+            up_band = np.linalg.solve(lin, (m.upper_band * (kx, ky)).T).T
+            up = up + up_band
+            own_up_pts = head[rig.mouth_up] - offset + up_band
             # ...and sideways to the ends of the photo's dark corners: one more point, where
             # the upper and lower contours meet, beyond each corner.
             reach = np.linalg.solve(lin, (m.corner_reach * (kx, ky)).T).T
             up, lo = _with_corners(up, lo, reach)
-            own_up_pts, own_lo_pts = _with_corners(head[rig.mouth_up] - offset, own_lo_pts, reach)
+            own_up_pts, own_lo_pts = _with_corners(own_up_pts, own_lo_pts, reach)
         else:
             own_up_pts = head[rig.mouth_up] - offset
         y_up, y_lo = self._columns(up, lo, xs)
