@@ -16,6 +16,13 @@ by sheet-row-column; which tile is which is written to a key file that judges ne
     # is build/realism/sheets_key.json. Answers: one JSON per judge, {"1-A1": "real", "1-A2":
     # {"verdict": "generated", "cue": "teeth are one white band"}, ...}
     python tools/realism_sheet.py score build/realism/sheets_key.json answers/*.json
+    # comparing two versions of the renderer: renders named alike in two folders, two sets of
+    # sheets (each render once per set, control in one and variant in the other), three judges
+    # per set; then judged real per arm over both sets
+    python tools/realism_sheet.py crossover --control out/main --variant out/new \
+        --items build/realism/refs/items.json --exclude ... --soften 0.5 --out build/realism/cx
+    python tools/realism_sheet.py score-crossover build/realism/cx/set1_key.json \
+        build/realism/cx/set2_key.json --answers-1 a/*.json --answers-2 b/*.json
 
 An item (JSON object): ``path`` (image or video), ``kind`` ("real" or "facetalk"), ``tag`` (portrait
 type or mouth state), optional ``id``, ``box`` ([x0, y0, x1, y1] pixels: look for the face only
@@ -401,6 +408,56 @@ def score(key: dict[str, Any], answers: dict[str, dict[str, str]]) -> dict[str, 
     return result
 
 
+def crossover_items(control: Path, variant: Path, seed: int, widest: int = 1
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Two sets of render items for a crossover round: every render named alike in both
+    folders appears once in each set, from the control in one and from the variant in the
+    other, split half and half by a seeded shuffle.
+
+    Sheets showing both versions of a render side by side let judges compare the twins
+    (and give both the verdict of the crisper one); judges of one set against judges of
+    another differ by tens of points. With one set per group of judges, each judge sees
+    every person once and judges both versions alike.
+    """
+    names = sorted(p.stem for p in control.glob("*.mp4") if (variant / p.name).exists())
+    if not names:
+        raise ValueError(f"no renders named alike in {control} and {variant}")
+    order = list(names)
+    random.Random(seed).shuffle(order)
+    first = set(order[: (len(order) + 1) // 2])
+    sets: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+    for name in names:
+        arms = (("control", control), ("variant", variant))
+        if name not in first:
+            arms = arms[::-1]
+        for items, (arm, folder) in zip(sets, arms, strict=True):
+            items.append({"path": str(folder / f"{name}.mp4"), "kind": "facetalk",
+                          "tag": f"{arm}:{name}", "widest": widest})
+    return sets
+
+
+def merged_key(keys: list[dict[str, Any]]) -> dict[str, Any]:
+    """One key over several sets of sheets, each set's labels prefixed with its number
+    ("1:", "2:"...), so the answers of all judges can be scored together."""
+    tiles = {f"{k}:{label}": t for k, key in enumerate(keys, start=1)
+             for label, t in key["tiles"].items()}
+    return {"tiles": tiles}
+
+
+def arm_figures(key: dict[str, Any], answers: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
+    """Judged real per arm of a crossover round: the real tiles, and the facetalk tiles by
+    the part of their tag before the first colon ("control", "variant")."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: {"real": 0, "answered": 0})
+    for ans in answers.values():
+        for label, t in key["tiles"].items():
+            if label not in ans:
+                continue
+            arm = "real" if t["kind"] == "real" else str(t["tag"]).split(":", 1)[0]
+            out[arm]["answered"] += 1
+            out[arm]["real"] += ans[label] == "real"
+    return dict(sorted(out.items()))
+
+
 def _items_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for f in args.items or []:
@@ -442,6 +499,24 @@ def main(argv: list[str] | None = None) -> int:
     mk.add_argument("--soften", type=float, default=1.0, help="down/up scale factor for every tile (<1)")
     mk.add_argument("--min-mouth-px", type=float, default=40.0,
                     help="drop sources whose mouth is narrower (enlarged to --mouth-px, they blur)")
+    cx = sub.add_parser("crossover", help="two sets of sheets: control and variant renders, "
+                        "each render once per set (see crossover_items)")
+    cx.add_argument("--control", type=Path, required=True, help="folder of control renders (*.mp4)")
+    cx.add_argument("--variant", type=Path, required=True, help="folder of variant renders, named alike")
+    for opt in ("--items", "--exclude"):
+        cx.add_argument(opt, action="append", default=[] if opt == "--exclude" else None)
+    cx.add_argument("--out", type=Path, default=Path("build/realism/crossover"))
+    cx.add_argument("--seed", type=int, default=1)
+    cx.add_argument("--min-gap-s", type=float, default=0.5)
+    cx.add_argument("--mouth-px", type=int, default=112)
+    cx.add_argument("--box", type=float, nargs=2, default=(2.0, 1.5), metavar=("W", "H"))
+    cx.add_argument("--jpeg-quality", type=int, default=80)
+    cx.add_argument("--soften", type=float, default=1.0)
+    cx.add_argument("--min-mouth-px", type=float, default=40.0)
+    cs = sub.add_parser("score-crossover", help="judged real per arm over both sets of a crossover")
+    cs.add_argument("keys", type=Path, nargs=2, help="the two keys (set 1, set 2)")
+    cs.add_argument("--answers-1", type=Path, nargs="+", required=True, help="judges of set 1")
+    cs.add_argument("--answers-2", type=Path, nargs="+", required=True, help="judges of set 2")
     sc = sub.add_parser("score", help="fraction judged real per kind and type")
     sc.add_argument("key", type=Path)
     sc.add_argument("answers", type=Path, nargs="+", help="one JSON per judge")
@@ -464,6 +539,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(key['tiles'])} tiles ({dict(kinds)}) on {len(key['sheets'])} sheet(s) in {args.out}; "
               f"key: {args.out.parent / (args.out.name + '_key.json')}; skipped {len(key['skipped'])}",
               flush=True)
+        return 0
+    if args.cmd == "crossover":
+        real = [i for f in args.items or [] for i in json.loads(Path(f).read_text())]
+        names = {n for arg in args.exclude for n in arg.split(",") if n}
+        real = [i for i in real if not excluded(i, names)]
+        p = Params(args.mouth_px, args.box[0], args.box[1], args.jpeg_quality, args.soften)
+        for k, renders in enumerate(crossover_items(args.control, args.variant, args.seed), start=1):
+            out = args.out / f"set{k}"
+            key = make(real + renders, out, p, args.seed * 10 + k, 6, 4, args.min_mouth_px,
+                       args.min_gap_s)
+            print(f"set {k}: {len(key['tiles'])} tiles on {len(key['sheets'])} sheet(s) in {out}; "
+                  f"key: {out.parent / (out.name + '_key.json')}", flush=True)
+        return 0
+    if args.cmd == "score-crossover":
+        keys = [json.loads(k.read_text()) for k in args.keys]
+        merged = merged_key(keys)
+        answers: dict[str, dict[str, str]] = {}
+        for k, files in enumerate((args.answers_1, args.answers_2), start=1):
+            for f in files:
+                _, verdicts, _ = load_answers(f)
+                # By file: judges' own names may repeat across the sets (or be "answers").
+                answers[f"{k}:{f}"] = {f"{k}:{label}": v for label, v in verdicts.items()}
+        for arm, g in arm_figures(merged, answers).items():
+            print(f"{arm:10s} {g['real']:4d} / {g['answered']:4d} judged real"
+                  f" ({g['real'] / max(g['answered'], 1):.0%})")
+        for name, g in score(merged, answers).items():
+            if name.startswith("tag facetalk/"):
+                print(f"  {name[13:]:40s} {g['real']} / {g['answered']}")
         return 0
     key = json.loads(args.key.read_text())
     loaded = [load_answers(a) for a in args.answers]

@@ -192,3 +192,42 @@ def test_score_counts_per_kind_tag_and_judge(tmp_path) -> None:  # type: ignore[
     f.write_text(json.dumps({"1-A1": "maybe"}))
     with pytest.raises(ValueError, match="maybe"):
         rs.load_answers(f)
+
+
+def test_crossover_shows_every_render_once_per_set_from_each_arm_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    control, variant = tmp_path / "c", tmp_path / "v"
+    control.mkdir()
+    variant.mkdir()
+    names = [f"p{i}" for i in range(7)]
+    for n in names:
+        (control / f"{n}.mp4").write_bytes(b"")
+        (variant / f"{n}.mp4").write_bytes(b"")
+    (control / "only_here.mp4").write_bytes(b"")  # no twin: left out
+    one, two = rs.crossover_items(control, variant, seed=3)
+    for items in (one, two):
+        assert sorted(i["tag"].split(":", 1)[1] for i in items) == names
+    arms_one = {i["tag"].split(":", 1)[1]: i["tag"].split(":", 1)[0] for i in one}
+    arms_two = {i["tag"].split(":", 1)[1]: i["tag"].split(":", 1)[0] for i in two}
+    assert all(arms_one[n] != arms_two[n] for n in names)
+    assert sorted(list(arms_one.values()).count(a) for a in ("control", "variant")) == [3, 4]
+    assert all(Path(i["path"]).parent == (control if i["tag"].startswith("control") else variant)
+               for i in one + two)
+    assert rs.crossover_items(control, variant, seed=3) == (one, two)
+    with pytest.raises(ValueError, match="no renders"):
+        rs.crossover_items(control, tmp_path, seed=3)
+
+
+def test_crossover_scores_both_sets_together_per_arm() -> None:
+    k1 = {"tiles": {"1-A1": {"kind": "real", "tag": "open"},
+                    "1-A2": {"kind": "facetalk", "tag": "control:p0"},
+                    "1-A3": {"kind": "facetalk", "tag": "variant:p1"}}}
+    k2 = {"tiles": {"1-A1": {"kind": "real", "tag": "open"},
+                    "1-A2": {"kind": "facetalk", "tag": "variant:p0"},
+                    "1-A3": {"kind": "facetalk", "tag": "control:p1"}}}
+    key = rs.merged_key([k1, k2])
+    assert len(key["tiles"]) == 6
+    answers = {"a": {"1:1-A1": "real", "1:1-A2": "generated", "1:1-A3": "real"},
+               "b": {"2:1-A1": "real", "2:1-A2": "real", "2:1-A3": "generated"}}
+    figs = rs.arm_figures(key, answers)
+    assert figs == {"control": {"real": 0, "answered": 2}, "real": {"real": 2, "answered": 2},
+                    "variant": {"real": 2, "answered": 2}}
