@@ -142,64 +142,39 @@ def test_steep_mouth_edges_are_antialiased() -> None:
     assert np.mean(partial) >= 0.8, partial
 
 
-def test_photo_lower_teeth_do_not_ride_on_the_lip(astronaut: np.ndarray) -> None:
-    """Where a portrait's own lower teeth show below the landmarks' inner lower-lip line,
-    the opening is taken down to the lip's true edge (so they do not travel with the lip
-    as a white rim when the jaw opens): a band of tooth-white painted under the line is
-    measured to its depth, and nothing is added where the lip starts at the line."""
-    from facetalk.render.interior import _teeth_band
+@pytest.mark.parametrize("upper", [False, True], ids=["lower", "upper"])
+def test_photo_teeth_beyond_the_lip_line_do_not_ride_on_the_lip(
+        astronaut: np.ndarray, upper: bool) -> None:
+    """The face mesh often puts the inner lip line across the photo's own teeth: below
+    it, a row of lower teeth; above it, the top half of a smile's upper teeth. They then
+    travelled with the lip as a white band when the jaw opened. Tooth-white painted
+    beyond the line is measured to its depth (the opening is taken to the lip's true
+    edge), and nothing is added where the lip starts at the line."""
+    from facetalk.render.interior import LOWER_BAND_MAX, UPPER_BAND_MAX, _teeth_band
 
-    face = analyze_face(astronaut)
-    rig = build_rig(face.landmarks)
-    img = astronaut.copy()
-    lo = rig.src[rig.mouth_lo]
-    order = np.argsort(lo[:, 0])
-    mid = order[len(order) // 3: 2 * len(order) // 3]
-    depth_px = 4.0
-    for i in mid:
-        p = lo[i]
-        for t in np.arange(0.0, depth_px, 0.25):
-            q = p + t * rig.frame.ey
-            cv2.circle(img, (int(round(q[0])), int(round(q[1]))), 1, (236, 232, 222), -1)
-    band = np.linalg.norm(_teeth_band(img, rig), axis=1)
-    plain = np.linalg.norm(_teeth_band(astronaut, rig), axis=1)
-    inner = mid[2:-2]
-    assert np.median(band[inner]) >= depth_px - 0.5, band[inner]
-    assert np.median(band[inner]) <= depth_px + 2.5, band[inner]
-    assert np.median(plain[inner]) < 2.0, plain[inner]
-
-
-def test_photo_upper_teeth_above_the_lip_line_do_not_ride_on_the_lip(
-        astronaut: np.ndarray) -> None:
-    """The face mesh often puts the inner upper lip across a smile's upper teeth; their
-    top half then travelled with the upper lip as a white band when the mouth opened.
-    Tooth-white painted above the line is measured to its height (the opening is taken
-    up to the lip's true edge), and nothing is added where the lip starts at the line."""
-    from facetalk.render.interior import UPPER_BAND_MAX, _teeth_band
-
-    # Twice the size: the bundled portrait's eyes are 43 px apart, too few pixels for a
-    # band of a few.
+    # Twice the size: the bundled portrait's eyes are 43 px apart, too few pixels for an
+    # upper band of a few.
     big = cv2.resize(astronaut, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     face = analyze_face(big)
     rig = build_rig(face.landmarks)
     img = big.copy()
-    up = rig.src[rig.mouth_up]
-    order = np.argsort(up[:, 0])
+    line = rig.src[rig.mouth_up if upper else rig.mouth_lo]
+    outwards = -rig.frame.ey if upper else rig.frame.ey
+    order = np.argsort(line[:, 0])
     mid = order[len(order) // 3: 2 * len(order) // 3]
-    height_px = 3.0
-    assert height_px < UPPER_BAND_MAX * rig.frame.iod
+    depth_px = 3.0
+    assert depth_px < (UPPER_BAND_MAX if upper else LOWER_BAND_MAX) * rig.frame.iod
     for i in mid:
-        for t in np.arange(0.0, height_px, 0.25):
-            q = up[i] - t * rig.frame.ey
+        for t in np.arange(0.0, depth_px, 0.25):
+            q = line[i] + t * outwards
             cv2.circle(img, (int(round(q[0])), int(round(q[1]))), 1, (236, 232, 222), -1)
-    band = _teeth_band(img, rig, upper=True)
-    plain = np.linalg.norm(_teeth_band(big, rig, upper=True), axis=1)
+    band = _teeth_band(img, rig, upper=upper)
+    plain = np.linalg.norm(_teeth_band(big, rig, upper=upper), axis=1)
     inner = mid[2:-2]
-    # Upwards (against the face's down axis), as high as the paint reaches.
-    assert np.all(band[inner] @ rig.frame.ey < 0)
-    height = np.linalg.norm(band, axis=1)
-    assert np.median(height[inner]) >= height_px - 0.5, height[inner]
-    assert np.median(height[inner]) <= height_px + 2.5, height[inner]
+    assert np.all(band[inner] @ outwards > 0)
+    depth = np.linalg.norm(band, axis=1)
+    assert np.median(depth[inner]) >= depth_px - 0.5, depth[inner]
+    assert np.median(depth[inner]) <= depth_px + 2.5, depth[inner]
     assert np.median(plain[inner]) < 2.0, plain[inner]
 
 
