@@ -24,13 +24,13 @@ from .errors import Cancelled, FacetalkError, LimitExceeded, RenderError
 from .face.analysis import FaceModel, analyze_face
 from .face.framing import plan_framing
 from .media.audio import iter_soundtrack, stream_audio
-from .media.image import PortraitFile, Source, open_portrait
+from .media.image import Source, load_portrait
 from .media.video import Mp4Writer, ai_metadata, new_render_id
 from .motion.features import analyze_stream
 from .motion.plan import plan_motion
 from .options import GenerationOptions
 from .provenance.overlays import build_overlays
-from .render.renderer import Renderer, make_renderer, warm_up, working_scale
+from .render.renderer import make_renderer, warm_up, working_scale
 from .render.rig import Rig, build_rig
 from .settings import Limits
 
@@ -130,20 +130,6 @@ def prepare_face(image: np.ndarray, options: GenerationOptions, device: str | No
     return face, build_rig(face.landmarks)
 
 
-def _prepare_render(portrait: PortraitFile, options: GenerationOptions, device: str | None,
-                    warmer: threading.Thread) -> tuple[FaceModel, Renderer]:
-    """The portrait decoded, its face analysed and the renderer built: none of it needs
-    the audio, so generate() runs it in a thread alongside the audio's decoding and
-    analysis (a phone photo's decode and renderer set-up, about 0.35 s, used to come
-    before and after them)."""
-    image = portrait.decode()
-    face, rig = prepare_face(image, options, device)
-    del image  # the face model holds what the render needs (shrunk for a large photo)
-    warmer.join()  # the compiled kernels are loaded (make_renderer's set-up calls some)
-    framing = plan_framing(face, options)
-    return face, make_renderer(face, rig, framing, options.quality_tier == "quality")
-
-
 @contextlib.contextmanager
 def _render_threads() -> Iterator[None]:
     """One thread for BLAS and OpenCV while a render runs, restored afterwards.
@@ -225,13 +211,14 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
     warmer = threading.Thread(target=warm_up, name="facetalk-warm-up", daemon=True)
     warmer.start()
 
-    # 1. open the portrait (cheap checks first: limits, format)
+    # 1. decode the portrait (cheap checks first: limits, format)
     report("loading", 0.0)
-    portrait_file = open_portrait(portrait, limits)
+    image = load_portrait(portrait, limits)
 
-    # 2. decode it, analyze the face and set up the renderer in a thread, while this one
-    #    decodes and analyzes the audio: the two do not depend on each other.
-    face_job = _Background(_prepare_render, portrait_file, options, device, warmer)
+    # 2. analyze the face (once per portrait) in a thread, while this one decodes and
+    #    analyzes the audio: the two do not depend on each other.
+    face_job = _Background(prepare_face, image, options, device)
+    del image  # the face model holds what the render needs (shrunk for a large photo)
 
     # 3. audio: decoded and analysed chunk by chunk (the 16 kHz signal is never held
     #    whole: memory stays flat in the clip's length)
@@ -252,9 +239,7 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
         audio_s = decoded / sound.sample_rate
         lap("features")  # the audio's decoding and analysis, streamed together
     finally:
-        face, renderer = face_job.result()  # re-raises NoFaceFound and friends
-    rig = renderer.rig
-    framing = renderer.framing
+        face, rig = face_job.result()  # re-raises NoFaceFound and friends
     lap("face")  # only the wait beyond the audio stages: the two overlap
     report("face", 0.05)
     warnings += face.warnings
@@ -276,7 +261,10 @@ def _generate(portrait: Source, audio: Source, options: GenerationOptions | None
     lap("motion")
     check_cancel()
 
-    # 5. the overlays (the renderer was prepared with the face)
+    # 5. prepare the renderer (framing, working image, still frame)
+    warmer.join()
+    framing = plan_framing(face, options)
+    renderer = make_renderer(face, rig, framing, options.quality_tier == "quality")
     overlays = build_overlays(options, framing, render_id, quiet=renderer.mouth_region())
     lap("setup")
 

@@ -47,45 +47,14 @@ def _too_big(what: str, size: int, limits: Limits) -> str:
             f"{megabytes(limits.max_input_bytes)} (FACETALK_MAX_INPUT_BYTES)")
 
 
-class PortraitFile:
-    """A portrait whose header passed the checks (format, size limits); :meth:`decode`
-    reads its pixels.
+def load_portrait(src: Source, limits: Limits | None = None) -> np.ndarray:
+    """Decode a portrait to an (H, W, 3) uint8 RGB array, EXIF orientation applied.
 
-    Split from :func:`load_portrait` so a render can refuse a bad picture at once and
-    decode a good one (a 12 MP JPEG: about 0.15 s) in another thread, alongside the
-    audio's analysis, instead of before it.
+    Grayscale, palette, CMYK and 16-bit inputs are converted; transparency is
+    composited over white (a transparent background is not black in a video).
     """
-
-    def __init__(self, stream: io.BufferedIOBase | io.BytesIO, image: Image.Image) -> None:
-        self._stream = stream
-        self._image = image
-
-    def decode(self) -> np.ndarray:
-        """The upright (H, W, 3) uint8 RGB pixels (see :func:`load_portrait`); closes the file."""
-        try:
-            im = self._image
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise UnsupportedMedia(
-                f"the portrait file is damaged or truncated ({exc})",
-                hint="Re-export or re-download the picture and try again.") from None
-        finally:
-            self.close()
-        return np.ascontiguousarray(rgb)
-
-    def close(self) -> None:
-        """Release the file (safe to call more than once)."""
-        self._stream.close()
-
-
-def open_portrait(src: Source, limits: Limits | None = None) -> PortraitFile:
-    """Open a portrait and check its header (format, pixel limit, smallest side), no pixels
-    decoded: what :func:`load_portrait` refuses, this refuses too, at a fraction of the cost."""
     limits = limits or Limits()
-    stream = open_source(src, limits, "portrait")
-    try:
+    with open_source(src, limits, "portrait") as stream:
         try:
             im = Image.open(stream)
         except UnidentifiedImageError:
@@ -108,19 +77,15 @@ def open_portrait(src: Source, limits: Limits | None = None) -> PortraitFile:
             raise InvalidInput(
                 f"the portrait is {w}x{h} pixels; at least {MIN_IMAGE_SIDE} pixels on the "
                 "short side are needed", hint="Use a larger photo of the face.")
-    except BaseException:
-        stream.close()
-        raise
-    return PortraitFile(stream, im)
-
-
-def load_portrait(src: Source, limits: Limits | None = None) -> np.ndarray:
-    """Decode a portrait to an (H, W, 3) uint8 RGB array, EXIF orientation applied.
-
-    Grayscale, palette, CMYK and 16-bit inputs are converted; transparency is
-    composited over white (a transparent background is not black in a video).
-    """
-    return open_portrait(src, limits).decode()
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise UnsupportedMedia(
+                f"the portrait file is damaged or truncated ({exc})",
+                hint="Re-export or re-download the picture and try again.") from None
+    return np.ascontiguousarray(rgb)
 
 
 def _to_rgb(im: Image.Image) -> np.ndarray:

@@ -155,9 +155,9 @@ class Renderer:
         """Motion and backward map of one frame, shared by both outputs.
 
         Returns the gained controls, deformed and head-only vertices (output px), the
-        map over the ROI (x and y planes, see _maps) and the patches around the features whose pixels are
-        composited, as (feature, box): the mouth (-1) always, a closing eye (0 or 1); boxes
-        in ROI px, even-aligned.
+        map over the ROI (x and y planes, see _maps) and the patches around the features
+        whose pixels are composited, as (feature, box): the mouth (-1) always, a closing eye
+        (0 or 1); boxes in ROI px, even-aligned.
         """
         t0 = time.perf_counter()
         rig = self.rig
