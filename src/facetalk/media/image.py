@@ -101,4 +101,6 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    if im.mode == "RGB":
+        return np.asarray(im)  # one copy of the pixels; convert("RGB") would add another
     return np.asarray(im.convert("RGB"))
