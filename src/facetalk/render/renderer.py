@@ -403,28 +403,28 @@ class Renderer:
         bx0, by0, bx1, by1 = box
         xs = np.arange(bx0, bx1, dtype=np.float64)
         aff = self._head_affine(head, self.mouth_fit, box, offset)
+        own_up_pts = head[rig.mouth_up] - offset
         own_lo_pts = head[rig.mouth_lo] - offset
         m = self.mouth
         if self.portrait_open:
-            # The opening reaches down to the lower lip's true edge, below the portrait's
-            # own lower teeth (see MouthSprites.lower_band): portrait px -> box px.
             kx, ky = self.work_affine[0], self.work_affine[1]
             lin = aff[:, :2]
-            band = np.linalg.solve(lin, (m.lower_band * (kx, ky)).T).T
-            lo = lo + band
-            own_lo_pts = own_lo_pts + band
-            # ...and up to the upper lip's true edge, above the photo's own upper teeth
-            # where the landmarks put the lip line across them (MouthSprites.upper_band).
-            up_band = np.linalg.solve(lin, (m.upper_band * (kx, ky)).T).T
-            up = up + up_band
-            own_up_pts = head[rig.mouth_up] - offset + up_band
+
+            def to_box(v: np.ndarray) -> np.ndarray:
+                """Offsets in portrait px -> box px."""
+                return np.linalg.solve(lin, (v * (kx, ky)).T).T
+
+            # The opening reaches to the lips' true edges, past the portrait's own lower
+            # teeth and the top of its upper teeth where the landmarks put the lip lines
+            # across them (MouthSprites.lower_band, upper_band)...
+            lo_band, up_band = to_box(m.lower_band), to_box(m.upper_band)
+            lo, own_lo_pts = lo + lo_band, own_lo_pts + lo_band
+            up, own_up_pts = up + up_band, own_up_pts + up_band
             # ...and sideways to the ends of the photo's dark corners: one more point, where
             # the upper and lower contours meet, beyond each corner.
-            reach = np.linalg.solve(lin, (m.corner_reach * (kx, ky)).T).T
+            reach = to_box(m.corner_reach)
             up, lo = _with_corners(up, lo, reach)
             own_up_pts, own_lo_pts = _with_corners(own_up_pts, own_lo_pts, reach)
-        else:
-            own_up_pts = head[rig.mouth_up] - offset
         y_up, y_lo = self._columns(up, lo, xs)
         if self.portrait_open:
             own_up, own_lo = self._columns(own_up_pts, own_lo_pts, xs)
