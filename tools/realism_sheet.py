@@ -458,6 +458,34 @@ def arm_figures(key: dict[str, Any], answers: dict[str, dict[str, str]]) -> dict
     return dict(sorted(out.items()))
 
 
+def _sheet_options(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The options ``make`` and ``crossover`` share: items, hold-outs and the tiles' normalisation."""
+    parser.add_argument("--items", action="append", help="JSON list of items (see the module docstring)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="NAME[,NAME]",
+                        help="hold out items whose id, person ('who') or source file is named (e.g. the "
+                             "people whose portraits were rendered, or those used for tuning)")
+    parser.add_argument("--min-gap-s", type=float, default=0.5, help="least time between frames of one video")
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mouth-px", type=int, default=112)
+    parser.add_argument("--box", type=float, nargs=2, default=(2.0, 1.5), metavar=("W", "H"),
+                        help="crop size in mouth widths")
+    parser.add_argument("--jpeg-quality", type=int, default=80)
+    parser.add_argument("--soften", type=float, default=1.0, help="down/up scale factor for every tile (<1)")
+    parser.add_argument("--min-mouth-px", type=float, default=40.0,
+                        help="drop sources whose mouth is narrower (enlarged to --mouth-px, they blur)")
+
+
+def _params(args: argparse.Namespace) -> Params:
+    return Params(args.mouth_px, args.box[0], args.box[1], args.jpeg_quality, args.soften)
+
+
+def _kept(items: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The items not held out by --exclude."""
+    names = {n for arg in args.exclude for n in arg.split(",") if n}
+    return [i for i in items if not excluded(i, names)]
+
+
 def _items_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for f in args.items or []:
@@ -479,40 +507,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     mk = sub.add_parser("make", help="normalised, shuffled sheets + key")
-    mk.add_argument("--items", action="append", help="JSON list of items (see the module docstring)")
+    _sheet_options(mk, Path("build/realism/sheets"))
     mk.add_argument("--facetalk", action="append", metavar="MP4=TAG", help="a facetalk render and its type")
     mk.add_argument("--real", action="append", metavar="FILE=TAG", help="a real picture or clip and its tag")
     mk.add_argument("--only", choices=["real", "facetalk"], help="keep only items of this kind")
-    mk.add_argument("--exclude", action="append", default=[], metavar="NAME[,NAME]",
-                    help="hold out items whose id, person ('who') or source file is named (e.g. the people "
-                         "whose portraits were rendered, or those used for tuning)")
-    mk.add_argument("--min-gap-s", type=float, default=0.5, help="least time between frames of one video")
     mk.add_argument("--widest", type=int, default=3, help="frames per video without explicit frames")
-    mk.add_argument("--out", type=Path, default=Path("build/realism/sheets"))
-    mk.add_argument("--seed", type=int, default=1)
     mk.add_argument("--cols", type=int, default=6)
     mk.add_argument("--rows", type=int, default=4)
-    mk.add_argument("--mouth-px", type=int, default=112)
-    mk.add_argument("--box", type=float, nargs=2, default=(2.0, 1.5), metavar=("W", "H"),
-                    help="crop size in mouth widths")
-    mk.add_argument("--jpeg-quality", type=int, default=80)
-    mk.add_argument("--soften", type=float, default=1.0, help="down/up scale factor for every tile (<1)")
-    mk.add_argument("--min-mouth-px", type=float, default=40.0,
-                    help="drop sources whose mouth is narrower (enlarged to --mouth-px, they blur)")
     cx = sub.add_parser("crossover", help="two sets of sheets: control and variant renders, "
                         "each render once per set (see crossover_items)")
     cx.add_argument("--control", type=Path, required=True, help="folder of control renders (*.mp4)")
     cx.add_argument("--variant", type=Path, required=True, help="folder of variant renders, named alike")
-    for opt in ("--items", "--exclude"):
-        cx.add_argument(opt, action="append", default=[] if opt == "--exclude" else None)
-    cx.add_argument("--out", type=Path, default=Path("build/realism/crossover"))
-    cx.add_argument("--seed", type=int, default=1)
-    cx.add_argument("--min-gap-s", type=float, default=0.5)
-    cx.add_argument("--mouth-px", type=int, default=112)
-    cx.add_argument("--box", type=float, nargs=2, default=(2.0, 1.5), metavar=("W", "H"))
-    cx.add_argument("--jpeg-quality", type=int, default=80)
-    cx.add_argument("--soften", type=float, default=1.0)
-    cx.add_argument("--min-mouth-px", type=float, default=40.0)
+    _sheet_options(cx, Path("build/realism/crossover"))
     cs = sub.add_parser("score-crossover", help="judged real per arm over both sets of a crossover")
     cs.add_argument("keys", type=Path, nargs=2, help="the two keys (set 1, set 2)")
     cs.add_argument("--answers-1", type=Path, nargs="+", required=True, help="judges of set 1")
@@ -527,12 +533,11 @@ def main(argv: list[str] | None = None) -> int:
         items = _items_from_args(args)
         if args.only:
             items = [i for i in items if i["kind"] == args.only]
-        names = {n for arg in args.exclude for n in arg.split(",") if n}
-        items = [i for i in items if not excluded(i, names)]
+        items = _kept(items, args)
         if not items:
             ap.error("no items: give --items, --facetalk or --real")
-        p = Params(args.mouth_px, args.box[0], args.box[1], args.jpeg_quality, args.soften)
-        key = make(items, args.out, p, args.seed, args.cols, args.rows, args.min_mouth_px, args.min_gap_s)
+        key = make(items, args.out, _params(args), args.seed, args.cols, args.rows, args.min_mouth_px,
+                   args.min_gap_s)
         kinds = defaultdict(int)
         for t in key["tiles"].values():
             kinds[t["kind"]] += 1
@@ -541,14 +546,11 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 0
     if args.cmd == "crossover":
-        real = [i for f in args.items or [] for i in json.loads(Path(f).read_text())]
-        names = {n for arg in args.exclude for n in arg.split(",") if n}
-        real = [i for i in real if not excluded(i, names)]
-        p = Params(args.mouth_px, args.box[0], args.box[1], args.jpeg_quality, args.soften)
+        real = _kept([i for f in args.items or [] for i in json.loads(Path(f).read_text())], args)
         for k, renders in enumerate(crossover_items(args.control, args.variant, args.seed), start=1):
             out = args.out / f"set{k}"
-            key = make(real + renders, out, p, args.seed * 10 + k, 6, 4, args.min_mouth_px,
-                       args.min_gap_s)
+            key = make(real + renders, out, _params(args), args.seed * 10 + k, 6, 4,
+                       args.min_mouth_px, args.min_gap_s)
             print(f"set {k}: {len(key['tiles'])} tiles on {len(key['sheets'])} sheet(s) in {out}; "
                   f"key: {out.parent / (out.name + '_key.json')}", flush=True)
         return 0
