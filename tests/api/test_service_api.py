@@ -139,7 +139,11 @@ def test_video_download_decodes_and_supports_range(api: TestClient, done_job: di
 
 
 def test_events_stream_progress_then_end(api: TestClient, portrait_bytes: bytes,
-                                         speech_bytes: bytes) -> None:
+                                         speech_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Polled often enough to see a running stage even when the render is quick (warm
+    # caches finish 10 s at 384 px in about the default poll's few intervals).
+    from facetalk.service.api import jobs as jobs_api
+    monkeypatch.setattr(jobs_api, "SSE_POLL_S", 0.02)
     job = submit(api, portrait_bytes, speech_bytes, duration="10", min_resolution="384").json()
     events: list[tuple[str, dict[str, Any]]] = []
     with api.stream("GET", job["links"]["events"]) as r:
