@@ -50,9 +50,10 @@ def measure(portrait: Path, text: str, options: GenerationOptions, tmp: Path) ->
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--min-resolution", type=int, default=512)
+    ap.add_argument("--preset", default=None, help="a named preset (e.g. subtle) applied first")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    options = GenerationOptions(min_resolution=args.min_resolution)
+    options = GenerationOptions.build(args.preset, min_resolution=args.min_resolution)
     rows = []
     with tempfile.TemporaryDirectory() as t:
         for name, portrait in PORTRAITS.items():

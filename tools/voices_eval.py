@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--variants", default="", help="comma-separated variants (clean,phone,noisy,fast,music,"
                     "nonspeech); default all")
     ap.add_argument("--min-resolution", type=int, default=384)
+    ap.add_argument("--preset", default=None, help="a named preset (e.g. subtle) applied first")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     index = json.loads((args.set_dir / "index.json").read_text())
@@ -74,7 +75,7 @@ def main() -> None:
     variants = [v for v in args.variants.split(",") if v]
     clips = [c for c in index if (not prefixes or any(c["clip"].startswith(p) for p in prefixes))
              and (not variants or c["variant"] in variants)]
-    options = GenerationOptions(min_resolution=args.min_resolution)
+    options = GenerationOptions.build(args.preset, min_resolution=args.min_resolution)
     rows = []
     print("clip                  set       offset    r   p/b/m  open  rnd/spr  f/v   silent closed")
     with tempfile.TemporaryDirectory() as t:

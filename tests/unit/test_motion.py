@@ -92,6 +92,19 @@ def test_a_loud_vowel_opens_the_jaw_and_silence_closes_it_again() -> None:
     assert jaw[t < 0.35].max() < 1e-6 and jaw[t > 1.35].max() < 1e-6
 
 
+def test_the_subtle_preset_opens_the_mouth_less_and_still_shuts_it() -> None:
+    """The ``subtle`` preset scales the opening (jaw and lips part less on the same vowel)
+    without touching when the mouth opens and closes."""
+    x = np.concatenate([silence(0.5), vowel(0.5), silence(0.6)])
+    _, plan = offline(x)
+    _, sub = offline(x, **GenerationOptions.build("subtle").__dict__)
+    jaw, jaw_sub = plan.controls[:, C["jaw"]], sub.controls[:, C["jaw"]]
+    assert 0.6 * jaw.max() < jaw_sub.max() < 0.8 * jaw.max(), (jaw.max(), jaw_sub.max())
+    assert np.mean((jaw > 0.05) == (jaw_sub > 0.05 * 0.7)) > 0.95  # open on the same frames
+    t = np.arange(len(jaw_sub)) / FPS
+    assert jaw_sub[t < 0.35].max() < 1e-6 and jaw_sub[t > 1.35].max() < 1e-6
+
+
 def test_a_30_ms_gap_after_speech_presses_the_lips() -> None:
     first = vowel(0.35, seed=1)
     gap_at = 0.5 + len(first) / R

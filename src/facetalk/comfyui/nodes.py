@@ -117,7 +117,8 @@ def widget_inputs() -> dict[str, tuple[Any, ...]]:
         "preset": (["none", *PRESETS], {
             "default": "none",
             "tooltip": "none = the widgets as set; fast / quality replace inference_steps and "
-                       "min_resolution with the preset's values."}),
+                       "min_resolution with the preset's values; subtle sets dynamic_scale "
+                       "0.7 (a smaller mouth opening, which looks more photographic)."}),
         "framing": (list(FRAMINGS), {"default": ft["framing"]["default"], "tooltip": tip("framing")}),
         "lip_sync_correction": ("BOOLEAN", {"default": True, "tooltip": tip("lip_sync_correction")}),
         "smooth_motion": ("BOOLEAN", {"default": True, "tooltip": tip("smooth_motion")}),
