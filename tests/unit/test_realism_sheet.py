@@ -231,3 +231,23 @@ def test_crossover_scores_both_sets_together_per_arm() -> None:
     figs = rs.arm_figures(key, answers)
     assert figs == {"control": {"real": 0, "answered": 2}, "real": {"real": 2, "answered": 2},
                     "variant": {"real": 2, "answered": 2}}
+
+
+def test_widest_picture_has_a_row_per_video_of_its_widest_openings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    openings = {"a.mp4": [0, 30, 5, 40, 10, 20, 0, 35], "b.mp4": [8, 2]}
+    monkeypatch.setattr(rs, "track_video", lambda path: (
+        [_mouth((100.0, 200.0), (200.0, 200.0), o) for o in openings[path.name]], 10.0))
+    read: dict[str, list[int]] = {}
+
+    def frames(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
+        read[path.name] = list(wanted)
+        return {i: np.full((400, 300, 3), 100, np.uint8) for i in wanted}
+
+    monkeypatch.setattr(rs, "read_frames", frames)
+    pic = rs.widest_picture(["a.mp4=A", "b.mp4"], 2, 100)
+    # 0.4 s apart at 10 fps: frames 3 (40 px) and 7 (35 px), not the 1-frame neighbour 1;
+    # b has one frame open wider than the other and a black tile where none is left.
+    assert read == {"a.mp4": [3, 7], "b.mp4": [0]}
+    tile_h, tile_w = 130, 180  # 1.3 x 1.8 mouth widths of 100 px
+    assert pic.shape == (2 * tile_h, 2 * tile_w, 3)
+    assert pic[tile_h + 40:, tile_w + 40:].max() == 0 and pic[tile_h + 40:, 40:tile_w - 40].max() > 0
