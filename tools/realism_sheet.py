@@ -503,27 +503,23 @@ def _items_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def widest_picture(videos: list[str], n: int, mouth_px: int) -> np.ndarray:
-    """One row per ``VIDEO[=LABEL]``: its ``n`` widest openings (re-tracked, at least 0.4 s
-    apart), cropped like the tiles but without JPEG or softening, labelled."""
+    """One row per ``VIDEO[=LABEL]``: its ``n`` widest openings (as :func:`crops_of` picks
+    them, at least 0.4 s apart), cropped like the tiles but without JPEG or softening,
+    labelled with the opening."""
     p = Params(mouth_px=mouth_px, box_w=1.8, box_h=1.3, jpeg_quality=100)
     rows = []
     for spec in videos:
         path, _, label = spec.partition("=")
-        track, fps = track_video(Path(path))
-        idx = widest_frames(track, n, max(1, int(0.4 * fps)))
-        frames = read_frames(Path(path), idx)
+        crops = crops_of({"path": path, "kind": "facetalk", "widest": n}, p, min_gap_s=0.4)
+        if not crops:
+            raise ValueError(f"no face was tracked in {path}")
         tiles = []
-        for i in idx:
-            lm = track[i]
-            assert lm is not None
-            t = normalise(frames[i], lm, p)
-            cv2.putText(t, f"{label or Path(path).stem} {opening_ratio(lm):.2f}", (4, 16),
+        for c in crops:
+            t = c.image.copy()
+            cv2.putText(t, f"{label or Path(path).stem} {c.opening:.2f}", (4, 16),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
             tiles.append(t)
-        if not tiles:
-            raise ValueError(f"no face was tracked in {path}")
-        while len(tiles) < n:
-            tiles.append(np.zeros_like(tiles[0]))
+        tiles += [np.zeros_like(tiles[0])] * (n - len(tiles))
         rows.append(np.hstack(tiles))
     return np.vstack(rows)
 
@@ -552,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     wd = sub.add_parser("widest", help="a labelled picture of each video's widest openings "
                         "(one row per video, normalised like the tiles, no JPEG): to look at")
     wd.add_argument("out", type=Path)
-    wd.add_argument("videos", type=Path, nargs="+", metavar="VIDEO[=LABEL]")
+    wd.add_argument("videos", nargs="+", metavar="VIDEO[=LABEL]")
     wd.add_argument("--n", type=int, default=3, help="frames per video")
     wd.add_argument("--mouth-px", type=int, default=150)
     sc = sub.add_parser("score", help="fraction judged real per kind and type")
@@ -587,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"key: {out.parent / (out.name + '_key.json')}", flush=True)
         return 0
     if args.cmd == "widest":
-        sheet = widest_picture([str(v) for v in args.videos], args.n, args.mouth_px)
+        sheet = widest_picture(args.videos, args.n, args.mouth_px)
         cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
         print(f"{args.out}: {sheet.shape[1]}x{sheet.shape[0]}", flush=True)
         return 0

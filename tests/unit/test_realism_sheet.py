@@ -235,11 +235,11 @@ def test_crossover_scores_both_sets_together_per_arm() -> None:
 
 def test_widest_picture_has_a_row_per_video_of_its_widest_openings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     openings = {"a.mp4": [0, 30, 5, 40, 10, 20, 0, 35], "b.mp4": [8, 2]}
-    monkeypatch.setattr(rs, "track_video", lambda path: (
+    monkeypatch.setattr(rs, "track_video", lambda path, rotate=0: (
         [_mouth((100.0, 200.0), (200.0, 200.0), o) for o in openings[path.name]], 10.0))
     read: dict[str, list[int]] = {}
 
-    def frames(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
+    def frames(path: Path, wanted: list[int], rotate: int = 0) -> dict[int, np.ndarray]:
         read[path.name] = list(wanted)
         return {i: np.full((400, 300, 3), 100, np.uint8) for i in wanted}
 
