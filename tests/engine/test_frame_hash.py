@@ -6,7 +6,10 @@ and hashes (sha256) the offline motion plan, the live driver's frames of the sam
 and the renderer's I420 frame buffers. Moving code must not change one bit of these.
 
 The hashes are kept per OpenCV major version (4 renders RGB and converts, 5 reads the
-planes: see ``PLANAR`` in the renderer), in ``tests/data/frame_hashes.json``.
+planes: see ``PLANAR`` in the renderer) and per SIMD level of the CPU, in
+``tests/data/frame_hashes.json``. The SIMD level matters: numpy and onnxruntime pick their
+kernels by it, and a machine without AVX-512 gave other bits for the same commit and
+package versions, from the landmarks (ONNX) and the motion plan (numpy) on.
 
 A commit that changes the look ON PURPOSE re-records them in every environment and says so
 in its message::
@@ -43,8 +46,22 @@ SECONDS = 2.0
 CHUNK = 320  # 20 ms at 16 kHz, as a live client sends
 
 
+def _cpu_tag() -> str:
+    """'' on a CPU with AVX-512, else its widest SIMD level as numpy reports it. The hashes
+    recorded before the level was part of the key are kept under the bare key: a machine
+    without AVX-512 gave other bits for their commit and package versions."""
+    core = getattr(np, "_core", None) or np.core
+    features = core._multiarray_umath.__cpu_features__
+    if features.get("AVX512F"):
+        return ""
+    for level in ("AVX2", "AVX", "SSE42"):
+        if features.get(level):
+            return "-" + level.lower()
+    return "-baseline"
+
+
 def _env_key() -> str:
-    return f"opencv{cv2.__version__.split('.')[0]}"
+    return f"opencv{cv2.__version__.split('.')[0]}{_cpu_tag()}"
 
 
 def _digest(arrays: list[np.ndarray]) -> str:

@@ -60,7 +60,9 @@ def test_filters_on_tiny_inputs() -> None:
     assert running_max(x, 0, 1).tolist() == [0, 1, 1, 1, 1, 1, 1, 0]
     step = np.r_[np.zeros(50), np.ones(50)]
     sm = _smooth(step, 0.02, 100.0)
-    assert sm[:45].max() == 0 and sm[55:].min() == 1  # truncated at the look-ahead: no long tails
+    # Truncated at the look-ahead: no long tails. Not compared exactly: numpy 2.4's convolve
+    # sums the normalised kernel to 1 - 1e-16 (an untruncated tail would leave 1e-5 or more).
+    assert sm[:45].max() < 1e-12 and sm[55:].min() > 1 - 1e-12
     assert np.allclose(sm[49] + sm[50], 1.0)  # zero phase: symmetric around the step
     e = _ema(step, 0.5, 100.0, start=0.0)
     a = ema_alpha(0.5, 100.0)
