@@ -444,17 +444,37 @@ def merged_key(keys: list[dict[str, Any]]) -> dict[str, Any]:
     return {"tiles": tiles}
 
 
-def arm_figures(key: dict[str, Any], answers: dict[str, dict[str, str]]) -> dict[str, dict[str, int]]:
+#: Inner-lip gap over mouth width at which score-crossover splits tiles: closed or nearly, a
+#: smile's or speech's usual opening, and a wide one.
+OPENING_BANDS = (0.15, 0.3)
+
+
+def _arm(tile: dict[str, Any]) -> str:
+    return "real" if tile["kind"] == "real" else str(tile["tag"]).split(":", 1)[0]
+
+
+def _band(opening: float, edges: tuple[float, ...] = OPENING_BANDS) -> str:
+    lo = max([e for e in edges if e <= opening], default=0.0)
+    hi = min([e for e in edges if e > opening], default=None)
+    return f"{lo:.2f}-{hi:.2f}" if hi is not None else f">={lo:.2f}"
+
+
+def arm_figures(key: dict[str, Any], answers: dict[str, dict[str, str]],
+                by_opening: bool = False) -> dict[str, dict[str, int]]:
     """Judged real per arm of a crossover round: the real tiles, and the facetalk tiles by
-    the part of their tag before the first colon ("control", "variant")."""
+    the part of their tag before the first colon ("control", "variant"); with
+    ``by_opening``, per arm and band of the tile's opening (OPENING_BANDS), so the real
+    tiles are compared with renders at the same openings, not wide openings with smiles."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: {"real": 0, "answered": 0})
     for ans in answers.values():
         for label, t in key["tiles"].items():
             if label not in ans:
                 continue
-            arm = "real" if t["kind"] == "real" else str(t["tag"]).split(":", 1)[0]
-            out[arm]["answered"] += 1
-            out[arm]["real"] += ans[label] == "real"
+            group = _arm(t)
+            if by_opening:
+                group += " " + _band(float(t.get("opening", 0.0)))
+            out[group]["answered"] += 1
+            out[group]["real"] += ans[label] == "real"
     return dict(sorted(out.items()))
 
 
@@ -598,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
                 answers[f"{k}:{f}"] = {f"{k}:{label}": v for label, v in verdicts.items()}
         for arm, g in arm_figures(merged, answers).items():
             print(f"{arm:10s} {g['real']:4d} / {g['answered']:4d} judged real"
+                  f" ({g['real'] / max(g['answered'], 1):.0%})")
+        print("by opening (inner-lip gap / mouth width):")
+        for group, g in arm_figures(merged, answers, by_opening=True).items():
+            print(f"  {group:20s} {g['real']:4d} / {g['answered']:4d}"
                   f" ({g['real'] / max(g['answered'], 1):.0%})")
         for name, g in score(merged, answers).items():
             if name.startswith("tag facetalk/"):

@@ -233,6 +233,23 @@ def test_crossover_scores_both_sets_together_per_arm() -> None:
                     "variant": {"real": 2, "answered": 2}}
 
 
+def test_crossover_scores_per_band_of_opening() -> None:
+    """Real tiles are set against renders at the same openings: a sheet whose real mouths
+    are all smiles says nothing about how wide openings look."""
+    key = {"tiles": {"A1": {"kind": "real", "tag": "open", "opening": 0.05},
+                     "A2": {"kind": "real", "tag": "open", "opening": 0.32},
+                     "A3": {"kind": "facetalk", "tag": "control:p0", "opening": 0.45},
+                     "A4": {"kind": "facetalk", "tag": "variant:p0", "opening": 0.2}}}
+    answers = {"a": {"A1": "real", "A2": "generated", "A3": "generated", "A4": "real"},
+               "b": {"A1": "real", "A2": "real", "A3": "real", "A4": "real"}}
+    figs = rs.arm_figures(key, answers, by_opening=True)
+    assert figs == {"control >=0.30": {"real": 1, "answered": 2},
+                    "real 0.00-0.15": {"real": 2, "answered": 2},
+                    "real >=0.30": {"real": 1, "answered": 2},
+                    "variant 0.15-0.30": {"real": 2, "answered": 2}}
+    assert rs.arm_figures(key, answers)["real"] == {"real": 3, "answered": 4}
+
+
 def test_widest_picture_has_a_row_per_video_of_its_widest_openings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     openings = {"a.mp4": [0, 30, 5, 40, 10, 20, 0, 35], "b.mp4": [8, 2]}
     monkeypatch.setattr(rs, "track_video", lambda path, rotate=0: (
