@@ -50,9 +50,9 @@ CHUNK = 320  # 20 ms at 16 kHz, as a live client sends
 
 
 def _cpu_tag() -> str:
-    """'' on a CPU with AVX-512, else its widest SIMD level as numpy reports it. The hashes
-    recorded before the level was part of the key are kept under the bare key: a machine
-    without AVX-512 gave other bits for their commit and package versions."""
+    """'' on a CPU with AVX-512 (the bare key, as the first hashes were recorded on one),
+    else its widest SIMD level as numpy reports it: a machine without AVX-512 gave other
+    bits for the same commit and package versions."""
     core = getattr(np, "_core", None) or np.core
     features = core._multiarray_umath.__cpu_features__
     if features.get("AVX512F"):
