@@ -42,13 +42,8 @@ ANTICIPATION_S = 0.04
 #: than the audiobook reader mostly sit at 0.2-0.7 and were hardly rounded at all.
 ROUND_FROM, ROUND_FULL = 0.6, 0.2
 SPREAD_FROM, SPREAD_FULL = 0.6, 0.9
-#: Control gains of rounding and spreading at full drive (before dynamic_scale). Rounding
-#: was 1.2: its widest openings (a loud rounded vowel) came out tall and narrow, down to
-#: 0.77 of the mouth's width at rest, with a kink in the upper lip at a corner. At 0.72
-#: blind judges took 30 of 66 of the widest openings for real against 22 of 66 (rounds
-#: 45-46, against real mouths opened as wide), with the eSpeak suite at r 0.890 (0.887)
-#: and held-out voices rounding/spreading at 0.91 of each other's width (0.89).
-ROUND_GAIN, SPREAD_GAIN = 0.72, 0.9
+#: Control gains of rounding and spreading at full drive (before dynamic_scale).
+ROUND_GAIN, SPREAD_GAIN = 1.2, 0.9
 #: Smoothing (Gaussian sigma, seconds) of rounding and spreading (smooth motion; half
 #: that otherwise). Recorded u/o last 50-200 ms; 15 ms keeps the short ones' shape at
 #: their middle (30 ms: a little less) and, with SHAPE_LEAD_S, stays within the live
